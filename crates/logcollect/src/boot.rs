@@ -1,0 +1,123 @@
+//! One-call set-up, mirroring the Python library's `boot` module.
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind};
+use crate::ship::{Shipper, ShipperGuard};
+
+/// Starts a shipper for `config` and installs the front-ends on the root:
+/// the `log` logger (feature `log`) and a global `tracing` subscriber with
+/// the logcollect layer (feature `tracing`). Returns the guard that flushes
+/// and stops the shipper when dropped; keep it alive until the end of `main`.
+///
+/// Never waits for the broker: a broker that is down is reported on stderr
+/// and in [`Stats`](crate::Stats), and records wait in the queue.
+///
+/// Errors: [`ErrorKind::AlreadyInstalled`] when a global `tracing`
+/// subscriber is already set (build your own registry with [`layer`]
+/// instead). When a `log` logger is already installed, `log` records are left
+/// to it (a `tracing_log::LogTracer` forwards them to our layer); a notice
+/// says so on stderr, and no record is sent twice.
+///
+/// ```no_run
+/// let _guard = logcollect::boot::default_config(
+///     logcollect::Config::builder()
+///         .broker_uri("amqp://guest:guest@localhost//")
+///         .activity_identity([("project", "github"), ("application", "backend")])
+///         .build()?,
+/// )?;
+/// log::info!("shipped to RabbitMQ");
+/// # Ok::<(), logcollect::Error>(())
+/// ```
+pub fn default_config(config: Config) -> Result<ShipperGuard, Error> {
+    let shipper = Shipper::new(config)?;
+    install(&shipper)?;
+    Ok(shipper.guard())
+}
+
+/// [`default_config`] that panics on error: the shortcut for `main`.
+pub fn init(config: Config) -> ShipperGuard {
+    match default_config(config) {
+        Ok(guard) => guard,
+        Err(e) => panic!("logcollect::boot::init failed: {e}"),
+    }
+}
+
+/// Installs the front-ends for an existing shipper (see [`default_config`]).
+pub fn install(shipper: &Shipper) -> Result<(), Error> {
+    #[cfg(feature = "tracing")]
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::Layer as _;
+        let filter = filter_for(shipper);
+        let subscriber = tracing_subscriber::registry()
+            .with(crate::LogcollectLayer::new(shipper.clone()).with_filter(filter));
+        tracing::subscriber::set_global_default(subscriber).map_err(|e| {
+            Error::with_source(
+                ErrorKind::AlreadyInstalled,
+                "a global tracing subscriber is already set; add `logcollect::boot::layer()` to your own registry instead",
+                e,
+            )
+        })?;
+    }
+    #[cfg(feature = "log")]
+    {
+        let logger = crate::LogcollectLogger::new(shipper.clone());
+        let max = logger.max_level();
+        match log::set_boxed_logger(Box::new(logger)) {
+            Ok(()) => log::set_max_level(max),
+            Err(_) => crate::report::eprint_line(
+                "a `log` logger is already installed: `log` records reach logcollect only if that logger forwards them to tracing (tracing_log::LogTracer)",
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// The per-layer filter applying the configured levels and ignored targets,
+/// so other layers of the same registry are not affected.
+#[cfg(feature = "tracing")]
+fn filter_for<S>(shipper: &Shipper) -> impl tracing_subscriber::layer::Filter<S> {
+    let config = shipper.config().clone();
+    tracing_subscriber::filter::filter_fn(move |meta| {
+        // Spans pass, so their fields are recorded for the events inside them.
+        meta.is_span()
+            || config.wants(meta.target(), crate::front::tracing::level(meta.level()))
+            // `log` records bridged by LogTracer carry target "log" here; the
+            // layer filters them on their real target.
+            || meta.target() == "log"
+    })
+}
+
+/// A shipper and its layer, for an application that builds its own
+/// `tracing_subscriber` registry (with a console layer, say):
+///
+/// ```no_run
+/// use tracing_subscriber::prelude::*;
+/// let (layer, _guard) = logcollect::boot::layer(logcollect::Config::from_env()?)?;
+/// tracing_subscriber::registry()
+///     .with(layer)
+///     .with(tracing_subscriber::fmt::layer())
+///     .init();
+/// # Ok::<(), logcollect::Error>(())
+/// ```
+///
+/// The layer applies the configured level and ignored targets itself and
+/// does not disable events for the other layers. To ship `log` records
+/// too, install `tracing_log::LogTracer` (or call [`install_log`]).
+#[cfg(feature = "tracing")]
+pub fn layer(config: Config) -> Result<(crate::LogcollectLayer, ShipperGuard), Error> {
+    let shipper = Shipper::new(config)?;
+    Ok((crate::LogcollectLayer::new(shipper.clone()), shipper.guard()))
+}
+
+/// Installs only the `log` logger for `shipper`.
+#[cfg(feature = "log")]
+pub fn install_log(shipper: &Shipper) -> Result<(), Error> {
+    let logger = crate::LogcollectLogger::new(shipper.clone());
+    let max = logger.max_level();
+    log::set_boxed_logger(Box::new(logger)).map_err(|e| {
+        Error::with_source(ErrorKind::AlreadyInstalled, "a `log` logger is already installed", e)
+    })?;
+    log::set_max_level(max);
+    Ok(())
+}

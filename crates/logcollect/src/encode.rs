@@ -1,0 +1,956 @@
+//! The Logstash JSON encoder (`logcollect` profile). Pure: no I/O.
+//!
+//! Field order follows the Python library where it can (`@timestamp`,
+//! `@version`, `host`, `tags`, `type`, `seq`, `levelname`, `logger`,
+//! `stack_info`, `process`), then our source fields, the record id, the
+//! user's fields, `message`, error details and the activity identity last.
+//! JSON key order carries no meaning to Logstash; the field *set* and JSON
+//! types are what matter for a shared Kibana, and the golden tests check them.
+//!
+//! Guards (DESIGN §5): a user key equal to a field we write (or to an
+//! activity-identity key) is renamed `extra_<key>`; keys starting with `@` or
+//! `_` and keys with `[` `]` are rewritten; duplicates keep the first value;
+//! non-finite floats become strings; the output is one JSON object of at most
+//! `max_record_bytes` bytes (larger records are truncated with a marker).
+
+use std::cell::{Cell, RefCell};
+use std::error::Error as StdError;
+use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::filter::Level;
+use crate::record::{FieldValue, Record};
+
+/// Fields we write ourselves; a user field with one of these names is renamed.
+pub(crate) const RESERVED_KEYS: &[&str] = &[
+    "@timestamp",
+    "@version",
+    "message",
+    "host",
+    "tags",
+    "type",
+    "seq",
+    "levelname",
+    "logger",
+    "stack_info",
+    "process",
+    "threadName",
+    "pathname",
+    "lineno",
+    "module",
+    "record_id",
+    "exc_info",
+    "error_chain",
+    "truncated",
+    "original_bytes",
+    "dropped_fields",
+];
+
+/// Prefix given to a user key that collides with a reserved or identity key.
+pub const RENAMED_KEY_PREFIX: &str = "extra_";
+
+/// `seq` stops growing here, as in the Python library.
+const SEQ_CAP: u64 = 1000;
+/// Room kept for the truncation marker and closing brace.
+const MARKER_RESERVE: usize = 96;
+
+/// One encoded record, ready for the queue.
+#[derive(Debug, Clone)]
+pub(crate) struct Encoded {
+    pub(crate) id: uuid::Uuid,
+    pub(crate) routing_key: String,
+    pub(crate) body: Vec<u8>,
+    /// Cut to the size cap (the body carries the `truncated` marker).
+    pub(crate) truncated: bool,
+}
+
+/// Per-configuration state: precomputed fragments and the `seq` counter.
+#[derive(Debug)]
+pub(crate) struct Encoder {
+    /// `,"host":"…","tags":[…],"type":"…"` (minus fields the identity overrides).
+    fixed: String,
+    /// `,"process":1234` or empty.
+    process: String,
+    /// `,"k":"v"` for every identity pair.
+    identity: String,
+    identity_keys: Vec<String>,
+    emit: Emit,
+    routing_prefix: String,
+    max_bytes: usize,
+    /// `(micros << 11) | seq` of the last record: one atomic for both.
+    seq_state: AtomicU64,
+}
+
+/// Which dynamic built-in fields to write (an identity key of the same name wins).
+#[derive(Debug, Clone, Copy)]
+struct Emit {
+    timestamp: bool,
+    version: bool,
+    message: bool,
+    seq: bool,
+    levelname: bool,
+    logger: bool,
+    stack_info: bool,
+    thread: bool,
+    pathname: bool,
+    lineno: bool,
+    module: bool,
+    record_id: bool,
+}
+
+impl Encoder {
+    pub(crate) fn new(config: &Config) -> Encoder {
+        let identity_keys: Vec<String> = config
+            .activity_identity
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect();
+        let has = |k: &str| identity_keys.iter().any(|i| i == k);
+        let mut fixed = String::new();
+        if !has("host") {
+            fixed.push_str(",\"host\":");
+            push_json_str(&mut fixed, &config.host);
+        }
+        if !has("tags") {
+            fixed.push_str(",\"tags\":[");
+            for (i, t) in config.tags.iter().enumerate() {
+                if i > 0 {
+                    fixed.push(',');
+                }
+                push_json_str(&mut fixed, t);
+            }
+            fixed.push(']');
+        }
+        if !has("type") {
+            fixed.push_str(",\"type\":");
+            push_json_str(&mut fixed, &config.type_name);
+        }
+        let process = if has("process") {
+            String::new()
+        } else {
+            format!(",\"process\":{}", std::process::id())
+        };
+        let mut identity = String::new();
+        for (k, v) in &config.activity_identity {
+            identity.push(',');
+            push_json_str(&mut identity, k);
+            identity.push(':');
+            push_json_str(&mut identity, v);
+        }
+        let emit = Emit {
+            timestamp: !has("@timestamp"),
+            version: !has("@version"),
+            message: !has("message"),
+            seq: !has("seq"),
+            levelname: !has("levelname"),
+            logger: !has("logger"),
+            stack_info: !has("stack_info"),
+            thread: !has("threadName"),
+            pathname: !has("pathname"),
+            lineno: !has("lineno"),
+            module: !has("module"),
+            record_id: !has("record_id"),
+        };
+        Encoder {
+            fixed,
+            process,
+            identity,
+            identity_keys,
+            emit,
+            routing_prefix: config.routing_key.clone(),
+            max_bytes: config.max_record_bytes,
+            seq_state: AtomicU64::new(0),
+        }
+    }
+
+    /// Python's `seq`: 1 for a new timestamp tick, +1 (capped) for a repeat.
+    fn next_seq(&self, micros: u64) -> u64 {
+        let mut cur = self.seq_state.load(Ordering::Relaxed);
+        loop {
+            let seq = if cur >> 11 == micros {
+                ((cur & 0x7ff) + 1).min(SEQ_CAP)
+            } else {
+                1
+            };
+            let next = (micros << 11) | seq;
+            match self.seq_state.compare_exchange_weak(
+                cur,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return seq,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// `<routing_key>.<logger>`, `::` as `.`, cut to AMQP's 255-byte limit on
+    /// a character boundary (the Python library dropped such records).
+    pub(crate) fn routing_key(&self, logger: &str) -> String {
+        let logger = if logger.is_empty() { "root" } else { logger };
+        let mut key = String::with_capacity(self.routing_prefix.len() + 1 + logger.len());
+        key.push_str(&self.routing_prefix);
+        key.push('.');
+        let mut rest = logger;
+        while let Some(i) = rest.find("::") {
+            key.push_str(&rest[..i]);
+            key.push('.');
+            rest = &rest[i + 2..];
+        }
+        key.push_str(rest);
+        truncate_at_char(&mut key, 255);
+        key
+    }
+
+    fn is_reserved(&self, key: &str) -> bool {
+        RESERVED_KEYS.contains(&key) || self.identity_keys.iter().any(|k| k == key)
+    }
+
+    /// Starts a record. Returns `None` when called re-entrantly (a `Display`
+    /// impl that logs while we format): that inner record is dropped instead
+    /// of recursing.
+    pub(crate) fn begin<'e>(
+        &'e self,
+        level: Level,
+        logger: &str,
+        loc: Location<'_>,
+    ) -> Option<RecordWriter<'e>> {
+        // `try_with`: a record logged while this thread's locals are being
+        // destroyed is dropped rather than panicking.
+        let scratch = SCRATCH.try_with(ScratchSlot::take).ok().flatten()?;
+        Some(RecordWriter::start(self, scratch, level, logger, loc))
+    }
+
+    /// Encodes a hand-built [`Record`].
+    pub(crate) fn encode_record(&self, r: &Record) -> Option<Encoded> {
+        let loc = Location {
+            file: r.file.as_deref(),
+            line: r.line,
+            module: r.module_path.as_deref(),
+        };
+        let mut w = self.begin(r.level, &r.logger, loc)?;
+        w.message_str(&r.message);
+        for (k, v) in &r.fields {
+            w.value(k, v);
+        }
+        Some(w.finish())
+    }
+}
+
+/// Where a record was logged from.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Location<'a> {
+    pub(crate) file: Option<&'a str>,
+    pub(crate) line: Option<u32>,
+    pub(crate) module: Option<&'a str>,
+}
+
+/// Reusable per-thread buffers. Taken out while a record is being written, so
+/// a nested (re-entrant) record finds none and is dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    message: String,
+    exc: String,
+    seen: Vec<u64>,
+    fields: Vec<(usize, usize)>,
+}
+
+thread_local! {
+    static SCRATCH: ScratchSlot = ScratchSlot::default();
+    static THREAD_NAME: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// `(unix seconds, "YYYY-MM-DDTHH:MM:SS")` of the last timestamp on this thread.
+    static LAST_SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+}
+
+struct ScratchSlot(Cell<Option<Box<Scratch>>>, Cell<bool>);
+
+impl fmt::Debug for ScratchSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScratchSlot").field("busy", &self.1.get()).finish()
+    }
+}
+
+impl Default for ScratchSlot {
+    fn default() -> Self {
+        ScratchSlot(Cell::new(Some(Box::default())), Cell::new(false))
+    }
+}
+
+impl ScratchSlot {
+    fn take(&self) -> Option<Box<Scratch>> {
+        if self.1.replace(true) {
+            return None; // already writing a record on this thread
+        }
+        Some(self.0.take().unwrap_or_default())
+    }
+    fn give_back(&self, mut s: Box<Scratch>) {
+        // Don't keep a huge buffer alive forever after one giant record.
+        if s.message.capacity() > 64 * 1024 {
+            s.message = String::new();
+        }
+        if s.exc.capacity() > 64 * 1024 {
+            s.exc = String::new();
+        }
+        s.message.clear();
+        s.exc.clear();
+        s.seen.clear();
+        s.fields.clear();
+        self.0.set(Some(s));
+        self.1.set(false);
+    }
+}
+
+/// Writes one record. Dropping it without [`finish`](Self::finish) discards it.
+#[derive(Debug)]
+pub(crate) struct RecordWriter<'e> {
+    enc: &'e Encoder,
+    scratch: Option<Box<Scratch>>,
+    buf: Vec<u8>,
+    head_end: usize,
+    id: uuid::Uuid,
+    routing_key: String,
+    has_message: bool,
+    error_chain: Vec<String>,
+}
+
+impl Drop for RecordWriter<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.scratch.take() {
+            let _ = SCRATCH.try_with(|slot| slot.give_back(s));
+        }
+    }
+}
+
+impl<'e> RecordWriter<'e> {
+    fn start(
+        enc: &'e Encoder,
+        scratch: Box<Scratch>,
+        level: Level,
+        logger: &str,
+        loc: Location<'_>,
+    ) -> Self {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let micros = now.as_micros() as u64;
+        let id = uuid::Uuid::now_v7();
+        let mut buf = Vec::with_capacity(384 + enc.identity.len());
+        let e = &enc.emit;
+        buf.push(b'{');
+        let mut first = true;
+        let mut sep = |buf: &mut Vec<u8>| {
+            if !std::mem::take(&mut first) {
+                buf.push(b',');
+            }
+        };
+        if e.timestamp {
+            sep(&mut buf);
+            buf.extend_from_slice(b"\"@timestamp\":\"");
+            write_timestamp(&mut buf, micros);
+            buf.push(b'"');
+        }
+        if e.version {
+            sep(&mut buf);
+            buf.extend_from_slice(b"\"@version\":1");
+        }
+        let fixed = enc.fixed.as_bytes();
+        if !fixed.is_empty() {
+            sep(&mut buf);
+            buf.extend_from_slice(&fixed[1..]);
+        }
+        if e.seq {
+            sep(&mut buf);
+            buf.extend_from_slice(b"\"seq\":");
+            push_u64(&mut buf, enc.next_seq(micros));
+        }
+        if e.levelname {
+            sep(&mut buf);
+            buf.extend_from_slice(b"\"levelname\":\"");
+            buf.extend_from_slice(level.name().as_bytes());
+            buf.push(b'"');
+        }
+        let logger_name = if logger.is_empty() { "root" } else { logger };
+        if e.logger {
+            sep(&mut buf);
+            buf.extend_from_slice(b"\"logger\":");
+            push_json_bytes(&mut buf, logger_name);
+        }
+        if e.stack_info {
+            sep(&mut buf);
+            buf.extend_from_slice(b"\"stack_info\":null");
+        }
+        if !enc.process.is_empty() {
+            sep(&mut buf);
+            buf.extend_from_slice(&enc.process.as_bytes()[1..]);
+        }
+        if e.thread {
+            sep(&mut buf);
+            buf.extend_from_slice(b"\"threadName\":");
+            let cached = THREAD_NAME.try_with(|n| {
+                let mut n = n.borrow_mut();
+                let name = n.get_or_insert_with(thread_name_json);
+                buf.extend_from_slice(name.as_bytes());
+            });
+            if cached.is_err() {
+                buf.extend_from_slice(thread_name_json().as_bytes());
+            }
+        }
+        if let (true, Some(file)) = (e.pathname, loc.file) {
+            sep(&mut buf);
+            buf.extend_from_slice(b"\"pathname\":");
+            push_json_bytes(&mut buf, file);
+        }
+        if let (true, Some(line)) = (e.lineno, loc.line) {
+            sep(&mut buf);
+            buf.extend_from_slice(b"\"lineno\":");
+            push_u64(&mut buf, u64::from(line));
+        }
+        if let (true, Some(module)) = (e.module, loc.module) {
+            sep(&mut buf);
+            buf.extend_from_slice(b"\"module\":");
+            push_json_bytes(&mut buf, module);
+        }
+        if e.record_id {
+            sep(&mut buf);
+            buf.extend_from_slice(b"\"record_id\":\"");
+            let mut tmp = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            buf.extend_from_slice(id.hyphenated().encode_lower(&mut tmp).as_bytes());
+            buf.push(b'"');
+        }
+        // The identity may have removed every built-in field: the JSON stays
+        // valid because each field below starts with a comma and `{` is fixed up.
+        let head_end = buf.len();
+        let routing_key = enc.routing_key(logger_name);
+        RecordWriter {
+            enc,
+            scratch: Some(scratch),
+            buf,
+            head_end,
+            id,
+            routing_key,
+            has_message: false,
+            error_chain: Vec::new(),
+        }
+    }
+
+    fn scratch(&mut self) -> &mut Scratch {
+        self.scratch.as_mut().expect("scratch is present until drop")
+    }
+
+    /// Sets the message from format arguments.
+    pub(crate) fn message_fmt(&mut self, args: fmt::Arguments<'_>) {
+        self.has_message = true;
+        let s = self.scratch();
+        s.message.clear();
+        match args.as_str() {
+            Some(lit) => s.message.push_str(lit),
+            None => {
+                // A Display impl that fails leaves what it wrote so far.
+                let _ = s.message.write_fmt(args);
+            }
+        }
+    }
+
+    /// Sets the message from a string.
+    pub(crate) fn message_str(&mut self, msg: &str) {
+        self.has_message = true;
+        let s = self.scratch();
+        s.message.clear();
+        s.message.push_str(msg);
+    }
+
+    /// Appends to the message (tracing's `message` field may be Debug-formatted).
+    pub(crate) fn message_writer(&mut self) -> &mut String {
+        self.has_message = true;
+        let s = self.scratch();
+        s.message.clear();
+        &mut s.message
+    }
+
+    /// Writes `,"key":` for a new key; `false` if the key was already written.
+    fn key(&mut self, key: &str) -> bool {
+        let clean = sanitize_key(key, |k| self.enc.is_reserved(k));
+        let h = hash_key(&clean);
+        let start = self.buf.len();
+        let s = self.scratch.as_mut().expect("scratch");
+        if s.seen.contains(&h) {
+            return false;
+        }
+        s.seen.push(h);
+        s.fields.push((start, start));
+        self.buf.push(b',');
+        push_json_bytes(&mut self.buf, &clean);
+        self.buf.push(b':');
+        true
+    }
+
+    fn end_field(&mut self) {
+        let end = self.buf.len();
+        if let Some(last) = self.scratch().fields.last_mut() {
+            last.1 = end;
+        }
+    }
+
+    /// A string field.
+    pub(crate) fn str(&mut self, key: &str, v: &str) {
+        if self.key(key) {
+            push_json_bytes(&mut self.buf, v);
+            self.end_field();
+        }
+    }
+
+    /// A field written with `Display` (or `Debug` via `format_args!("{:?}")`).
+    pub(crate) fn display(&mut self, key: &str, v: fmt::Arguments<'_>) {
+        if self.key(key) {
+            self.buf.push(b'"');
+            let _ = JsonStrWriter(&mut self.buf).write_fmt(v);
+            self.buf.push(b'"');
+            self.end_field();
+        }
+    }
+
+    /// An `i64` field.
+    pub(crate) fn i64(&mut self, key: &str, v: i64) {
+        if self.key(key) {
+            if v < 0 {
+                self.buf.push(b'-');
+            }
+            push_u64(&mut self.buf, v.unsigned_abs());
+            self.end_field();
+        }
+    }
+
+    /// A `u64` field.
+    pub(crate) fn u64(&mut self, key: &str, v: u64) {
+        if self.key(key) {
+            push_u64(&mut self.buf, v);
+            self.end_field();
+        }
+    }
+
+    /// A 128-bit integer: a JSON number when it fits 64 bits, else a string
+    /// (Elasticsearch's `long` is 64-bit).
+    pub(crate) fn i128(&mut self, key: &str, v: i128) {
+        match i64::try_from(v) {
+            Ok(v) => self.i64(key, v),
+            Err(_) => match u64::try_from(v) {
+                Ok(v) => self.u64(key, v),
+                Err(_) => self.display(key, format_args!("{v}")),
+            },
+        }
+    }
+
+    /// An `f64` field; NaN and infinities as strings.
+    pub(crate) fn f64(&mut self, key: &str, v: f64) {
+        if self.key(key) {
+            push_f64(&mut self.buf, v);
+            self.end_field();
+        }
+    }
+
+    /// A `bool` field.
+    pub(crate) fn bool(&mut self, key: &str, v: bool) {
+        if self.key(key) {
+            self.buf
+                .extend_from_slice(if v { b"true" } else { b"false" });
+            self.end_field();
+        }
+    }
+
+    /// A `null` field.
+    pub(crate) fn null(&mut self, key: &str) {
+        if self.key(key) {
+            self.buf.extend_from_slice(b"null");
+            self.end_field();
+        }
+    }
+
+    /// A field whose value is already valid JSON (pre-encoded span fields).
+    pub(crate) fn raw(&mut self, key: &str, json: &str) {
+        if self.key(key) {
+            self.buf.extend_from_slice(json.as_bytes());
+            self.end_field();
+        }
+    }
+
+    /// A field value of the owned model.
+    pub(crate) fn value(&mut self, key: &str, v: &FieldValue) {
+        match v {
+            FieldValue::Null => self.null(key),
+            FieldValue::Bool(b) => self.bool(key, *b),
+            FieldValue::I64(i) => self.i64(key, *i),
+            FieldValue::U64(u) => self.u64(key, *u),
+            FieldValue::F64(f) => self.f64(key, *f),
+            FieldValue::Str(s) => self.str(key, s),
+        }
+    }
+
+    /// An error field: its message as the value; the first error of a record
+    /// also fills `exc_info` (message and `Caused by:` chain, like a
+    /// traceback) and `error_chain` (the sources' messages).
+    pub(crate) fn error(&mut self, key: &str, err: &(dyn StdError + 'static)) {
+        self.display(key, format_args!("{err}"));
+        if !self.error_chain.is_empty() || !self.scratch().exc.is_empty() {
+            return;
+        }
+        let mut text = String::new();
+        let _ = write!(text, "{err}");
+        let mut source = err.source();
+        let mut chain = Vec::new();
+        // A cyclic or absurdly long chain must not hang the caller.
+        while let Some(s) = source.filter(|_| chain.len() < 32) {
+            let msg = s.to_string();
+            let _ = write!(text, "\nCaused by: {msg}");
+            chain.push(msg);
+            source = s.source();
+        }
+        self.scratch().exc = text;
+        self.error_chain = chain;
+    }
+
+    /// Writes the message, error details and identity, closes the object and
+    /// enforces the size cap.
+    pub(crate) fn finish(mut self) -> Encoded {
+        let enc = self.enc;
+        let scratch = self.scratch.take().expect("scratch");
+        let mut buf = std::mem::take(&mut self.buf);
+        let tail_start = buf.len();
+        if enc.emit.message {
+            buf.extend_from_slice(b",\"message\":");
+            push_json_bytes(&mut buf, &scratch.message);
+        }
+        let has_exc = !scratch.exc.is_empty();
+        if has_exc {
+            buf.extend_from_slice(b",\"exc_info\":");
+            push_json_bytes(&mut buf, &scratch.exc);
+            buf.extend_from_slice(b",\"error_chain\":[");
+            for (i, m) in self.error_chain.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                push_json_bytes(&mut buf, m);
+            }
+            buf.push(b']');
+        }
+        buf.extend_from_slice(enc.identity.as_bytes());
+        buf.push(b'}');
+        let truncated = buf.len() > enc.max_bytes;
+        if truncated {
+            buf = self.truncated(&buf, tail_start, &scratch);
+        }
+        fix_leading_comma(&mut buf);
+        let _ = SCRATCH.try_with(|slot| slot.give_back(scratch));
+        Encoded {
+            id: self.id,
+            routing_key: std::mem::take(&mut self.routing_key),
+            body: buf,
+            truncated,
+        }
+    }
+
+    /// Rebuilds an oversized record within the cap: keeps the built-in fields
+    /// and the identity, then as many user fields as fit (in order) and as much
+    /// of the message and `exc_info` as fits, and marks it.
+    fn truncated(&self, full: &[u8], tail_start: usize, s: &Scratch) -> Vec<u8> {
+        let enc = self.enc;
+        let max = enc.max_bytes;
+        let head = &full[..self.head_end];
+        let fixed = head.len() + enc.identity.len() + MARKER_RESERVE;
+        // Config guarantees max >= 4096; a pathological identity could still
+        // exceed it, in which case we keep only the head and marker.
+        let avail = max.saturating_sub(fixed);
+        let msg_len = json_len(&s.message);
+        let exc_len = if s.exc.is_empty() { 0 } else { json_len(&s.exc) + 32 };
+        // The message keeps at least half the room when it is large; exc_info
+        // an eighth; the user fields share the rest.
+        let exc_share = exc_len.min(avail / 8);
+        let fields_cap = avail.saturating_sub(msg_len.min(avail / 2) + exc_share);
+        let mut out = Vec::with_capacity(max);
+        out.extend_from_slice(head);
+        let mut dropped = 0u64;
+        let mut used = 0usize;
+        for &(a, b) in &s.fields {
+            let len = b.saturating_sub(a);
+            if b > a && b <= tail_start && used + len <= fields_cap {
+                out.extend_from_slice(&full[a..b]);
+                used += len;
+            } else {
+                dropped += 1;
+            }
+        }
+        let msg_cap = avail.saturating_sub(used + exc_share + 16);
+        if enc.emit.message {
+            out.extend_from_slice(b",\"message\":");
+            push_json_truncated(&mut out, &s.message, msg_cap);
+        }
+        if !s.exc.is_empty() && exc_share > 32 {
+            out.extend_from_slice(b",\"exc_info\":");
+            push_json_truncated(&mut out, &s.exc, exc_share - 32);
+        }
+        out.extend_from_slice(enc.identity.as_bytes());
+        out.extend_from_slice(b",\"truncated\":true,\"original_bytes\":");
+        push_u64(&mut out, full.len() as u64);
+        out.extend_from_slice(b",\"dropped_fields\":");
+        push_u64(&mut out, dropped);
+        out.push(b'}');
+        out
+    }
+}
+
+fn thread_name_json() -> String {
+    let t = std::thread::current();
+    let mut s = String::new();
+    match t.name() {
+        Some(name) => push_json_str(&mut s, name),
+        None => push_json_str(&mut s, &format!("{:?}", t.id())),
+    }
+    s
+}
+
+/// After `{`, the first field may carry a leading comma (when the identity
+/// replaced every built-in field before it); remove it.
+fn fix_leading_comma(buf: &mut Vec<u8>) {
+    if buf.get(1) == Some(&b',') {
+        buf.remove(1);
+    }
+}
+
+fn hash_key(k: &str) -> u64 {
+    // FNV-1a: keys are short; a 64-bit collision between two keys of one
+    // record is practically impossible.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in k.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Makes a user key safe for Logstash and Elasticsearch.
+fn sanitize_key(key: &str, reserved: impl Fn(&str) -> bool) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    let needs_rewrite = key.is_empty()
+        || key.starts_with('@')
+        || key.starts_with('_')
+        || key.contains(['[', ']']);
+    if !needs_rewrite && !reserved(key) {
+        return Cow::Borrowed(key);
+    }
+    let mut k = String::with_capacity(key.len() + RENAMED_KEY_PREFIX.len());
+    if key.is_empty() {
+        k.push_str("empty_key");
+    } else if let Some(rest) = key.strip_prefix('@') {
+        // `@timestamp` from a user must not become our timestamp: `at_timestamp`.
+        k.push_str("at_");
+        k.push_str(rest);
+    } else {
+        k.push_str(key);
+    }
+    // Logstash reads `[a][b]` as a field reference: keep the text, drop the syntax.
+    let mut k = k.replace(['[', ']'], "_");
+    // Leading `_` collides with Elasticsearch metadata (`_id`, `_source`).
+    if k.starts_with('_') || reserved(&k) {
+        k.insert_str(0, RENAMED_KEY_PREFIX);
+    }
+    Cow::Owned(k)
+}
+
+fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+/// Appends `n` in decimal.
+pub(crate) fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&tmp[i..]);
+}
+
+pub(crate) fn push_f64(buf: &mut Vec<u8>, v: f64) {
+    if v.is_nan() {
+        buf.extend_from_slice(b"\"NaN\"");
+    } else if v.is_infinite() {
+        buf.extend_from_slice(if v > 0.0 {
+            b"\"Infinity\""
+        } else {
+            b"\"-Infinity\""
+        });
+    } else {
+        // `{:?}` keeps a `.0` on whole numbers (as Python: `3.0`) and uses
+        // exponents JSON accepts (`1e300`).
+        let _ = write!(JsonRaw(buf), "{v:?}");
+    }
+}
+
+struct JsonRaw<'a>(&'a mut Vec<u8>);
+impl fmt::Write for JsonRaw<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Escapes everything written into it as JSON string content.
+pub(crate) struct JsonStrWriter<'a>(pub(crate) &'a mut Vec<u8>);
+impl fmt::Write for JsonStrWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        push_json_content(self.0, s);
+        Ok(())
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `s` as JSON string content (no quotes). UTF-8 is written as is;
+/// `"`, `\` and control characters are escaped.
+fn push_json_content(buf: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            buf.extend_from_slice(b"\\u00");
+            buf.push(HEX[(b >> 4) as usize]);
+            buf.push(HEX[(b & 0xf) as usize]);
+        } else {
+            buf.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+}
+
+pub(crate) fn push_json_bytes(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    push_json_content(buf, s);
+    buf.push(b'"');
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    let mut v = Vec::with_capacity(s.len() + 2);
+    push_json_bytes(&mut v, s);
+    // Escaping ASCII bytes of valid UTF-8 keeps it valid UTF-8.
+    out.push_str(&String::from_utf8(v).unwrap_or_default());
+}
+
+/// Length of `s` once escaped, quotes included.
+fn json_len(s: &str) -> usize {
+    let mut v = Vec::new();
+    push_json_bytes(&mut v, s);
+    v.len()
+}
+
+/// Appends `s` as a JSON string of at most `max` bytes (quotes included); a
+/// cut string ends with `…[truncated]`. Cuts only between characters, so no
+/// escape sequence or UTF-8 sequence is ever split.
+fn push_json_truncated(buf: &mut Vec<u8>, s: &str, max: usize) {
+    const MARK: &str = "…[truncated]";
+    let start = buf.len();
+    push_json_bytes(buf, s);
+    if buf.len() - start <= max {
+        return;
+    }
+    buf.truncate(start);
+    buf.push(b'"');
+    let budget = max.saturating_sub(2 + MARK.len());
+    let mut one = Vec::with_capacity(8);
+    let mut tmp = [0u8; 4];
+    for c in s.chars() {
+        one.clear();
+        push_json_content(&mut one, c.encode_utf8(&mut tmp));
+        if buf.len() - start - 1 + one.len() > budget {
+            break;
+        }
+        buf.extend_from_slice(&one);
+    }
+    buf.extend_from_slice(MARK.as_bytes());
+    buf.push(b'"');
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, UTC. The date part is cached per second.
+fn write_timestamp(buf: &mut Vec<u8>, micros: u64) {
+    let secs = micros / 1_000_000;
+    let frac = micros % 1_000_000;
+    let (cached, mut text) = LAST_SECOND.with(Cell::get);
+    if cached != secs {
+        text = civil(secs);
+        LAST_SECOND.with(|c| c.set((secs, text)));
+    }
+    buf.extend_from_slice(&text);
+    buf.push(b'.');
+    let mut f = [b'0'; 6];
+    let mut n = frac;
+    for d in f.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    buf.extend_from_slice(&f);
+    buf.push(b'Z');
+}
+
+/// Unix seconds to `YYYY-MM-DDTHH:MM:SS` (proleptic Gregorian, UTC), after
+/// Howard Hinnant's `civil_from_days`.
+fn civil(secs: u64) -> [u8; 19] {
+    let days = (secs / 86_400) as i64;
+    let sod = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let mut out = [0u8; 19];
+    let put = |out: &mut [u8], v: u64, width: usize| {
+        let mut v = v;
+        for i in (0..width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(&mut out[0..4], y.clamp(0, 9999) as u64, 4);
+    out[4] = b'-';
+    put(&mut out[5..7], m as u64, 2);
+    out[7] = b'-';
+    put(&mut out[8..10], d as u64, 2);
+    out[10] = b'T';
+    put(&mut out[11..13], sod / 3600, 2);
+    out[13] = b':';
+    put(&mut out[14..16], sod / 60 % 60, 2);
+    out[16] = b':';
+    put(&mut out[17..19], sod % 60, 2);
+    out
+}
+
+#[cfg(test)]
+mod tests;

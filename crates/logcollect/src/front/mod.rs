@@ -1,0 +1,6 @@
+//! The front-ends: `log` and `tracing` records in, encoded records out.
+
+#[cfg(feature = "log")]
+pub(crate) mod log;
+#[cfg(feature = "tracing")]
+pub(crate) mod tracing;

@@ -1,0 +1,235 @@
+//! The `tracing` front-end: a `tracing_subscriber::Layer`.
+
+use std::error::Error as StdError;
+use std::fmt::{self, Write as _};
+
+use tracing_core::field::{Field, Visit};
+use tracing_core::span::{Attributes, Id, Record as SpanRecord};
+use tracing_core::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
+
+use crate::encode::{push_f64, push_json_bytes, push_u64, JsonStrWriter, Location, RecordWriter};
+use crate::filter::Level;
+use crate::ship::{suppressed, Shipper};
+
+/// A `tracing_subscriber::Layer` that ships every event it accepts, with the
+/// fields of the spans around it (innermost wins).
+///
+/// ```no_run
+/// use tracing_subscriber::prelude::*;
+/// let (layer, _guard) = logcollect::boot::layer(logcollect::Config::from_env()?)?;
+/// tracing_subscriber::registry().with(layer).init();
+/// # Ok::<(), logcollect::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct LogcollectLayer {
+    shipper: Shipper,
+}
+
+impl LogcollectLayer {
+    /// A layer feeding `shipper`.
+    pub fn new(shipper: Shipper) -> Self {
+        LogcollectLayer { shipper }
+    }
+}
+
+pub(crate) fn level(l: &tracing_core::Level) -> Level {
+    match *l {
+        tracing_core::Level::ERROR => Level::Error,
+        tracing_core::Level::WARN => Level::Warning,
+        tracing_core::Level::INFO => Level::Info,
+        tracing_core::Level::DEBUG => Level::Debug,
+        _ => Level::Trace,
+    }
+}
+
+/// A span's fields, pre-encoded as JSON values when the span is created, so
+/// each event inside it only copies bytes.
+#[derive(Debug, Default)]
+struct SpanFields(Vec<(&'static str, String)>);
+
+impl SpanFields {
+    fn set(&mut self, key: &'static str, json: String) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = json,
+            None => self.0.push((key, json)),
+        }
+    }
+}
+
+impl Visit for SpanFields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let mut v = Vec::new();
+        v.push(b'"');
+        let _ = write!(JsonStrWriter(&mut v), "{value:?}");
+        v.push(b'"');
+        self.set(field.name(), into_string(v));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let mut v = Vec::new();
+        push_json_bytes(&mut v, value);
+        self.set(field.name(), into_string(v));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.set(field.name(), value.to_string());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        let mut v = Vec::new();
+        push_u64(&mut v, value);
+        self.set(field.name(), into_string(v));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        let mut v = Vec::new();
+        push_f64(&mut v, value);
+        self.set(field.name(), into_string(v));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.set(field.name(), value.to_string());
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn StdError + 'static)) {
+        self.record_str(field, &value.to_string());
+    }
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        self.record_str(field, &String::from_utf8_lossy(value));
+    }
+}
+
+fn into_string(v: Vec<u8>) -> String {
+    // Everything pushed above is valid UTF-8 (escaped valid UTF-8 input).
+    String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Writes an event's fields into the record.
+struct EventVisitor<'w, 'e> {
+    w: &'w mut RecordWriter<'e>,
+    /// Events bridged from `log` carry `log.target`, `log.file`… fields that
+    /// only repeat the metadata.
+    skip_log_fields: bool,
+}
+
+impl EventVisitor<'_, '_> {
+    fn skip(&self, field: &Field) -> bool {
+        self.skip_log_fields && field.name().starts_with("log.")
+    }
+}
+
+impl Visit for EventVisitor<'_, '_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.w.message_writer(), "{value:?}");
+        } else if !self.skip(field) {
+            self.w.display(field.name(), format_args!("{value:?}"));
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.w.message_str(value);
+        } else if !self.skip(field) {
+            self.w.str(field.name(), value);
+        }
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if !self.skip(field) {
+            self.w.i64(field.name(), value);
+        }
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if !self.skip(field) {
+            self.w.u64(field.name(), value);
+        }
+    }
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.w.i128(field.name(), value);
+    }
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        match u64::try_from(value) {
+            Ok(v) => self.w.u64(field.name(), v),
+            Err(_) => self.w.display(field.name(), format_args!("{value}")),
+        }
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.w.f64(field.name(), value);
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.w.bool(field.name(), value);
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn StdError + 'static)) {
+        self.w.error(field.name(), value);
+    }
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        self.w.str(field.name(), &String::from_utf8_lossy(value));
+    }
+}
+
+impl<S> Layer<S> for LogcollectLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if suppressed() {
+            return;
+        }
+        let mut fields = SpanFields::default();
+        attrs.record(&mut fields);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(fields);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &SpanRecord<'_>, ctx: Context<'_, S>) {
+        if suppressed() {
+            return;
+        }
+        if let Some(span) = ctx.span(id) {
+            let mut ext = span.extensions_mut();
+            match ext.get_mut::<SpanFields>() {
+                Some(fields) => values.record(fields),
+                None => {
+                    let mut fields = SpanFields::default();
+                    values.record(&mut fields);
+                    ext.insert(fields);
+                }
+            }
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if suppressed() {
+            return;
+        }
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        let lvl = level(meta.level());
+        let target = meta.target();
+        if !self.shipper.config().wants(target, lvl) {
+            return;
+        }
+        let loc = Location {
+            file: meta.file(),
+            line: meta.line(),
+            module: meta.module_path(),
+        };
+        let Some(mut w) = self.shipper.inner.encoder.begin(lvl, target, loc) else {
+            self.shipper.count_reentrant();
+            return;
+        };
+        event.record(&mut EventVisitor {
+            w: &mut w,
+            skip_log_fields: normalized.is_some(),
+        });
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope {
+                if let Some(fields) = span.extensions().get::<SpanFields>() {
+                    for (k, json) in &fields.0 {
+                        w.raw(k, json);
+                    }
+                }
+            }
+        }
+        let encoded = w.finish();
+        self.shipper.enqueue(encoded);
+    }
+}

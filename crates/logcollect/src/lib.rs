@@ -1,0 +1,94 @@
+//! # logcollect
+//!
+//! Ship every record a Rust service writes through [`log`] or [`tracing`] to
+//! a RabbitMQ topic exchange as Logstash JSON, for the ELK stack — with one
+//! line of set-up. A port (and a repair) of the Python library `logcollect`
+//! 0.14, wire-compatible with it so Python and Rust services share one Kibana.
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! fn main() -> Result<(), logcollect::Error> {
+//!     let _guard = logcollect::boot::default_config(
+//!         logcollect::Config::builder()
+//!             .broker_uri("amqp://guest:guest@localhost//")
+//!             .activity_identity([("project", "github"), ("application", "backend")])
+//!             .build()?,
+//!     )?;
+//!     log::info!(user = "ann"; "hello from {}", "log");
+//!     tracing::info!(order = 42, "hello from tracing");
+//!     Ok(())
+//!     // the guard flushes (within `shutdown_timeout`) when dropped
+//! }
+//! ```
+//!
+//! A log call never blocks and never panics: it encodes the record on the
+//! calling thread and hands it to a bounded queue. The `logcollect-shipper`
+//! thread publishes with publisher confirms, republishes what was not
+//! confirmed after a failure, and reconnects forever with backoff.
+//!
+//! ## Feature flags
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `log` | yes | [`LogcollectLogger`], a `log::Log` |
+//! | `tracing` | yes | [`LogcollectLayer`], a `tracing_subscriber::Layer` |
+//!
+//! MSRV: Rust 1.88 (that of the AMQP client, lapin).
+//!
+//! ## Record fields
+//!
+//! | Logstash field | from `log` | from `tracing` |
+//! |---|---|---|
+//! | `@timestamp` | time of the call, UTC, microseconds, `Z` | same |
+//! | `@version` | `1` | `1` |
+//! | `message` | the formatted message | the `message` field |
+//! | `host`, `tags`, `type` | configuration | configuration |
+//! | `seq` | counter within one microsecond tick (Python's `seq`) | same |
+//! | `levelname` | `ERROR` `WARNING` `INFO` `DEBUG` `TRACE` | same |
+//! | `logger` | `target()` | event target |
+//! | `stack_info` | `null` (as Python) | same |
+//! | `process` | process id | same |
+//! | `threadName` | thread name | same |
+//! | `pathname`, `lineno`, `module` | `file()`, `line()`, `module_path()` | callsite |
+//! | `record_id` | UUIDv7, also the AMQP `message_id` | same |
+//! | other keys | key-values (`log::info!(k = v; …)`) | event fields, then span fields (innermost wins) |
+//! | `exc_info`, `error_chain` | a `dyn Error` value: message and `Caused by:` chain | an error field |
+//! | activity identity | every configured pair, winning over all else | same |
+//!
+//! A user key equal to one of these fields is sent as `extra_<key>`; keys
+//! starting with `@` or `_` or holding `[` `]` are rewritten; a record over
+//! `max_record_bytes` is cut and marked `truncated: true`.
+//!
+//! The routing key is `<routing_key>.<logger>` with `::` as `.`:
+//! `logstash.my_app.db`; bind Logstash's queue with `logstash.#`.
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+mod config;
+mod encode;
+mod error;
+mod filter;
+mod record;
+mod report;
+mod ship;
+mod uri;
+
+pub mod boot;
+mod front;
+
+pub use config::{
+    Config, ConfigBuilder, DEFAULT_AUTO_DELETE, DEFAULT_CONFIRM_WINDOW, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DURABLE, DEFAULT_EXCHANGE, DEFAULT_IGNORED_TARGETS, DEFAULT_LEVEL,
+    DEFAULT_MAX_RECORD_BYTES, DEFAULT_QUEUE_CAPACITY, DEFAULT_RECONNECT_MAX,
+    DEFAULT_RECONNECT_MIN, DEFAULT_ROUTING_KEY, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TYPE,
+};
+pub use encode::RENAMED_KEY_PREFIX;
+pub use error::{Error, ErrorKind, ShutdownError};
+pub use filter::{Filter, Level};
+#[cfg(feature = "log")]
+pub use front::log::LogcollectLogger;
+#[cfg(feature = "tracing")]
+pub use front::tracing::LogcollectLayer;
+pub use record::{FieldValue, Record};
+pub use ship::{Shipper, ShipperBuilder, ShipperGuard, Stats, DEFAULT_THREAD_NAME};
+pub use uri::{BrokerList, BrokerUri, DEFAULT_BROKER_URI};

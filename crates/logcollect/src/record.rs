@@ -1,0 +1,143 @@
+//! The owned record model, for callers that build records by hand (the CLI,
+//! integrations, tests). The `log` and `tracing` front-ends encode straight
+//! from their borrowed data and never build one of these.
+
+use crate::filter::Level;
+
+/// A structured field value.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum FieldValue {
+    /// JSON `null`.
+    Null,
+    /// JSON `true` / `false`.
+    Bool(bool),
+    /// A signed integer.
+    I64(i64),
+    /// An unsigned integer.
+    U64(u64),
+    /// A float; NaN and infinities are sent as the strings `"NaN"`,
+    /// `"Infinity"`, `"-Infinity"` (JSON has no such numbers).
+    F64(f64),
+    /// A string.
+    Str(String),
+}
+
+impl From<&str> for FieldValue {
+    fn from(v: &str) -> Self {
+        FieldValue::Str(v.to_owned())
+    }
+}
+impl From<String> for FieldValue {
+    fn from(v: String) -> Self {
+        FieldValue::Str(v)
+    }
+}
+impl From<bool> for FieldValue {
+    fn from(v: bool) -> Self {
+        FieldValue::Bool(v)
+    }
+}
+impl From<i64> for FieldValue {
+    fn from(v: i64) -> Self {
+        FieldValue::I64(v)
+    }
+}
+impl From<u64> for FieldValue {
+    fn from(v: u64) -> Self {
+        FieldValue::U64(v)
+    }
+}
+impl From<f64> for FieldValue {
+    fn from(v: f64) -> Self {
+        FieldValue::F64(v)
+    }
+}
+
+impl FieldValue {
+    /// Reads a command-line value: `true`/`false`, integers and floats become
+    /// numbers and booleans, `null` becomes null, anything else a string.
+    pub fn infer(s: &str) -> FieldValue {
+        match s {
+            "true" => return FieldValue::Bool(true),
+            "false" => return FieldValue::Bool(false),
+            "null" => return FieldValue::Null,
+            _ => {}
+        }
+        if let Ok(i) = s.parse::<i64>() {
+            return FieldValue::I64(i);
+        }
+        if let Ok(u) = s.parse::<u64>() {
+            return FieldValue::U64(u);
+        }
+        // Only plain decimal floats: "inf", "NaN" and "1e5" stay strings, so a
+        // word never turns into a number by accident.
+        if s.bytes().any(|b| b == b'.')
+            && s.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+        {
+            if let Ok(f) = s.parse::<f64>() {
+                return FieldValue::F64(f);
+            }
+        }
+        FieldValue::Str(s.to_owned())
+    }
+}
+
+/// One log record built by hand; see [`Shipper::submit`](crate::Shipper::submit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Severity.
+    pub level: Level,
+    /// Logger name (routing key suffix); `::` is sent as `.` in the routing key.
+    pub logger: String,
+    /// The message.
+    pub message: String,
+    /// Structured fields, in order; a later duplicate key is ignored.
+    pub fields: Vec<(String, FieldValue)>,
+    /// Source file, if known.
+    pub file: Option<String>,
+    /// Source line, if known.
+    pub line: Option<u32>,
+    /// Module path, if known.
+    pub module_path: Option<String>,
+}
+
+impl Record {
+    /// A record with no fields and no source location.
+    pub fn new(level: Level, logger: impl Into<String>, message: impl Into<String>) -> Self {
+        Record {
+            level,
+            logger: logger.into(),
+            message: message.into(),
+            fields: Vec::new(),
+            file: None,
+            line: None,
+            module_path: None,
+        }
+    }
+
+    /// Adds a field.
+    #[must_use]
+    pub fn field(mut self, key: impl Into<String>, value: impl Into<FieldValue>) -> Self {
+        self.fields.push((key.into(), value.into()));
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infer_types() {
+        assert_eq!(FieldValue::infer("42"), FieldValue::I64(42));
+        assert_eq!(FieldValue::infer("-3"), FieldValue::I64(-3));
+        assert_eq!(FieldValue::infer("18446744073709551615"), FieldValue::U64(u64::MAX));
+        assert_eq!(FieldValue::infer("1.5"), FieldValue::F64(1.5));
+        assert_eq!(FieldValue::infer("true"), FieldValue::Bool(true));
+        assert_eq!(FieldValue::infer("null"), FieldValue::Null);
+        assert_eq!(FieldValue::infer("inf"), FieldValue::Str("inf".into()));
+        assert_eq!(FieldValue::infer("1.2.3"), FieldValue::Str("1.2.3".into()));
+        assert_eq!(FieldValue::infer("abc"), FieldValue::Str("abc".into()));
+    }
+}

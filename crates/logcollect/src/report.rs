@@ -1,0 +1,63 @@
+//! Internal problems go to stderr with a `[logcollect]` prefix, rate-limited
+//! per cause (DESIGN §4). Never stdout, never through `log`/`tracing`.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The same cause is printed at most once per this interval; repeats in
+/// between are counted and mentioned with the next print.
+pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+pub(crate) struct Reporter {
+    last: Mutex<HashMap<String, (Instant, u64, String)>>,
+}
+
+impl Reporter {
+    /// Prints `msg` unless the same `cause` printed the same text within
+    /// [`REPORT_INTERVAL`]. A new text for a cause prints at once.
+    pub(crate) fn report(&self, cause: &str, msg: &str) {
+        let Ok(mut map) = self.last.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let line = match map.get_mut(cause) {
+            Some((at, skipped, text)) if text == msg && now.duration_since(*at) < REPORT_INTERVAL => {
+                *skipped += 1;
+                return;
+            }
+            Some((at, skipped, text)) => {
+                let line = if *skipped > 0 && text == msg {
+                    format!("{msg} (repeated {} times)", *skipped + 1)
+                } else {
+                    msg.to_owned()
+                };
+                *at = now;
+                *skipped = 0;
+                *text = msg.to_owned();
+                line
+            }
+            None => {
+                map.insert(cause.to_owned(), (now, 0, msg.to_owned()));
+                msg.to_owned()
+            }
+        };
+        drop(map);
+        eprint_line(&line);
+    }
+
+    /// Forgets a cause (it was fixed), so a recurrence prints at once.
+    pub(crate) fn clear(&self, cause: &str) {
+        if let Ok(mut map) = self.last.lock() {
+            map.remove(cause);
+        }
+    }
+}
+
+/// Writes one `[logcollect] …` line to stderr, ignoring a closed stderr.
+pub(crate) fn eprint_line(msg: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "[logcollect] {msg}");
+}

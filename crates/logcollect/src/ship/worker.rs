@@ -1,0 +1,592 @@
+//! The shipper thread: a private current-thread tokio runtime, one lapin
+//! connection at a time, publisher confirms with a window, republish of
+//! everything unconfirmed after a nack or a lost connection, and reconnects
+//! forever with capped, jittered exponential backoff across the failover list.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event, ExchangeKind};
+use tokio::sync::mpsc;
+
+use super::{Control, Counters, Item};
+use crate::config::Config;
+use crate::encode::Encoded;
+use crate::report::Reporter;
+use crate::uri::BrokerUri;
+
+/// How long closing the connection may take at shutdown.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+struct Pending {
+    rec: Encoded,
+    /// Published at least once already (a new publish is a republish).
+    sent: bool,
+}
+
+struct FlushWaiter {
+    id: u64,
+    deadline: Instant,
+    reply: std::sync::mpsc::SyncSender<()>,
+    /// Set when the marker is pulled: every record with a smaller pull index
+    /// must be resolved.
+    upto: Option<u64>,
+}
+
+type ConfirmFuture = Pin<Box<dyn Future<Output = (u64, lapin::Result<Confirmation>)> + Send>>;
+
+pub(crate) struct Worker {
+    cfg: Config,
+    rx: mpsc::Receiver<Item>,
+    ctrl: mpsc::UnboundedReceiver<Control>,
+    ctrl_open: bool,
+    counters: Arc<Counters>,
+    reporter: Arc<Reporter>,
+    /// Pulled from the queue, not published (or to be republished), by pull index.
+    retry: BTreeMap<u64, Pending>,
+    /// Published, awaiting the confirm, by pull index.
+    unconfirmed: BTreeMap<u64, Pending>,
+    /// Pull index of the next record taken from the queue.
+    pulled: u64,
+    flushes: Vec<FlushWaiter>,
+    shutdown: Option<(Instant, Option<std::sync::mpsc::SyncSender<u64>>)>,
+    broker_idx: usize,
+}
+
+enum Outcome {
+    /// The connection or channel was lost: reconnect.
+    Lost(String),
+    /// Shutdown finished or its deadline passed.
+    Finished,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        cfg: Config,
+        rx: mpsc::Receiver<Item>,
+        ctrl: mpsc::UnboundedReceiver<Control>,
+        counters: Arc<Counters>,
+        reporter: Arc<Reporter>,
+    ) -> Self {
+        Worker {
+            cfg,
+            rx,
+            ctrl,
+            ctrl_open: true,
+            counters,
+            reporter,
+            retry: BTreeMap::new(),
+            unconfirmed: BTreeMap::new(),
+            pulled: 0,
+            flushes: Vec::new(),
+            shutdown: None,
+            broker_idx: 0,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let msg = format!("cannot start the shipper's runtime: {e}; no record will be sent");
+                self.counters.set_error(&msg);
+                crate::report::eprint_line(&msg);
+                self.rx.close();
+                self.finish();
+                return;
+            }
+        };
+        rt.block_on(self.main());
+        self.finish();
+    }
+
+    async fn main(&mut self) {
+        let mut delay = self.cfg.reconnect_min;
+        loop {
+            if self.done() {
+                return;
+            }
+            let broker = self.cfg.brokers.get(self.broker_idx).clone();
+            let cfg = self.cfg.clone();
+            let result = {
+                let attempt = connect(&cfg, &broker);
+                tokio::pin!(attempt);
+                loop {
+                    let deadline = self.deadline();
+                    let room = self.retry.len() < self.cfg.confirm_window;
+                    tokio::select! {
+                        r = &mut attempt => break Some(r),
+                        c = self.ctrl.recv(), if self.ctrl_open => self.on_control(c),
+                        item = self.rx.recv(), if room => self.on_pulled_offline(item),
+                        _ = sleep_until(deadline) => break None,
+                    }
+                    if self.done() {
+                        break None;
+                    }
+                }
+            };
+            let Some(result) = result else { return };
+            match result {
+                Ok((conn, channel)) => {
+                    delay = self.cfg.reconnect_min;
+                    self.counters.connects.fetch_add(1, Ordering::Relaxed);
+                    self.counters.connected.store(true, Ordering::Relaxed);
+                    self.reporter.clear("connect");
+                    if self.counters.connects.load(Ordering::Relaxed) > 1 {
+                        crate::report::eprint_line(&format!(
+                            "reconnected to {broker}; {} records to resend",
+                            self.retry.len()
+                        ));
+                    }
+                    let outcome = self.connected(&conn, channel).await;
+                    self.counters.connected.store(false, Ordering::Relaxed);
+                    self.counters.blocked.store(false, Ordering::Relaxed);
+                    self.counters.in_flight.store(0, Ordering::Relaxed);
+                    match outcome {
+                        Outcome::Finished => {
+                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, "logcollect shutdown".into())).await;
+                            return;
+                        }
+                        Outcome::Lost(why) => {
+                            self.counters.connection_losses.fetch_add(1, Ordering::Relaxed);
+                            let msg = format!("connection to {broker} lost: {why}; reconnecting ({} records to resend)", self.retry.len());
+                            self.counters.set_error(&msg);
+                            self.reporter.report("lost", &msg);
+                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close(320, "logcollect reconnecting".into())).await;
+                        }
+                    }
+                }
+                Err(why) => {
+                    self.counters.connect_failures.fetch_add(1, Ordering::Relaxed);
+                    let msg = format!(
+                        "cannot connect to {broker}: {why}; retrying with backoff (up to {:?}); records are kept in memory meanwhile",
+                        self.cfg.reconnect_max
+                    );
+                    self.counters.set_error(&msg);
+                    self.reporter.report("connect", &msg);
+                    self.broker_idx = self.broker_idx.wrapping_add(1);
+                    let wait = jitter(delay);
+                    delay = (delay * 2).min(self.cfg.reconnect_max);
+                    if !self.pause(wait).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps `wait` while serving control messages. `false`: shutdown is over.
+    async fn pause(&mut self, wait: Duration) -> bool {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let deadline = self.deadline();
+            let room = self.retry.len() < self.cfg.confirm_window;
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return !self.done(),
+                c = self.ctrl.recv(), if self.ctrl_open => self.on_control(c),
+                item = self.rx.recv(), if room => self.on_pulled_offline(item),
+                _ = sleep_until(deadline) => return false,
+            }
+            if self.done() {
+                return false;
+            }
+        }
+    }
+
+    /// While offline, up to `confirm_window` records are pulled into the
+    /// retry buffer (so flush markers can pass); the rest wait in the bounded
+    /// queue, which keeps memory bounded whatever the broker does.
+    fn on_pulled_offline(&mut self, item: Option<Item>) {
+        if let Some(item) = item {
+            self.take_item(item);
+        }
+    }
+
+    fn take_item(&mut self, item: Item) -> Option<u64> {
+        match item {
+            Item::Marker(id) => {
+                let upto = self.pulled;
+                if let Some(w) = self.flushes.iter_mut().find(|w| w.id == id) {
+                    w.upto = Some(upto);
+                }
+                self.check_flushes();
+                None
+            }
+            Item::Record(rec) => {
+                let idx = self.pulled;
+                self.pulled += 1;
+                self.retry.insert(idx, Pending { rec, sent: false });
+                Some(idx)
+            }
+        }
+    }
+
+    fn on_control(&mut self, c: Option<Control>) {
+        match c {
+            Some(Control::Flush { id, deadline, reply }) => {
+                self.flushes.push(FlushWaiter {
+                    id,
+                    deadline,
+                    reply,
+                    upto: None,
+                });
+            }
+            Some(Control::Shutdown { deadline, reply }) => {
+                self.shutdown = Some((deadline, Some(reply)));
+            }
+            None => {
+                // Every handle is gone without a shutdown call: deliver what
+                // we can within the configured deadline, then stop.
+                self.ctrl_open = false;
+                if self.shutdown.is_none() {
+                    self.shutdown = Some((Instant::now() + self.cfg.shutdown_timeout, None));
+                }
+            }
+        }
+        self.check_flushes();
+    }
+
+    /// Pull index below which everything is resolved (confirmed).
+    fn low_watermark(&self) -> u64 {
+        let a = self.retry.keys().next().copied().unwrap_or(self.pulled);
+        let b = self.unconfirmed.keys().next().copied().unwrap_or(self.pulled);
+        a.min(b)
+    }
+
+    fn check_flushes(&mut self) {
+        if self.flushes.is_empty() {
+            return;
+        }
+        let low = self.low_watermark();
+        let now = Instant::now();
+        self.flushes.retain(|w| match w.upto {
+            Some(upto) if low >= upto => {
+                let _ = w.reply.try_send(());
+                false
+            }
+            _ => now < w.deadline,
+        });
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.shutdown.as_ref().map(|(d, _)| *d)
+    }
+
+    /// Shutdown requested and either everything is delivered or the deadline passed.
+    fn done(&self) -> bool {
+        match &self.shutdown {
+            None => false,
+            Some((deadline, _)) => {
+                Instant::now() >= *deadline
+                    || (self.retry.is_empty() && self.unconfirmed.is_empty() && self.rx.is_empty())
+            }
+        }
+    }
+
+    async fn connected(&mut self, conn: &Connection, channel: Channel) -> Outcome {
+        // Anything that was in flight on a previous connection goes first.
+        for (idx, p) in std::mem::take(&mut self.unconfirmed) {
+            self.retry.insert(idx, p);
+        }
+        let mut events = conn.events_listener();
+        let mut confirms: FuturesUnordered<ConfirmFuture> = FuturesUnordered::new();
+        let mut blocked = false;
+        let exchange = self.cfg.exchange.clone();
+        let window = self.cfg.confirm_window;
+        loop {
+            if self.done() {
+                return Outcome::Finished;
+            }
+            let can_publish = !blocked && self.unconfirmed.len() < window;
+            let has_retry = !self.retry.is_empty();
+            let deadline = self.deadline();
+            tokio::select! {
+                biased;
+                c = self.ctrl.recv(), if self.ctrl_open => self.on_control(c),
+                Some((idx, res)) = confirms.next(), if !confirms.is_empty() => {
+                    if let Err(why) = self.on_confirm(idx, res) {
+                        return Outcome::Lost(why);
+                    }
+                }
+                ev = events.next() => match ev {
+                    Some(Event::ConnectionBlocked(reason)) => {
+                        blocked = true;
+                        self.counters.blocked.store(true, Ordering::Relaxed);
+                        let msg = format!("broker is blocking publishers ({reason}): records wait in the queue until it unblocks");
+                        self.counters.set_error(&msg);
+                        self.reporter.report("blocked", &msg);
+                    }
+                    Some(Event::ConnectionUnblocked) => {
+                        blocked = false;
+                        self.counters.blocked.store(false, Ordering::Relaxed);
+                        self.reporter.clear("blocked");
+                    }
+                    Some(Event::Error(e)) => return Outcome::Lost(describe(&e)),
+                    Some(_) => {}
+                    None => return Outcome::Lost("connection closed".to_owned()),
+                },
+                _ = std::future::ready(()), if can_publish && has_retry => {
+                    if let Some((idx, p)) = self.retry.pop_first() {
+                        if let Err(why) = self.publish(&channel, &exchange, idx, p, &mut confirms).await {
+                            return Outcome::Lost(why);
+                        }
+                    }
+                }
+                item = self.rx.recv(), if can_publish && !has_retry => match item {
+                    Some(item) => {
+                        if let Some(idx) = self.take_item(item) {
+                            if let Some(p) = self.retry.remove(&idx) {
+                                if let Err(why) = self.publish(&channel, &exchange, idx, p, &mut confirms).await {
+                                    return Outcome::Lost(why);
+                                }
+                            }
+                        }
+                    }
+                    None => {
+                        // All senders gone: only the control side can end us now.
+                        if self.shutdown.is_none() {
+                            self.shutdown = Some((Instant::now() + self.cfg.shutdown_timeout, None));
+                        }
+                    }
+                },
+                _ = sleep_until(deadline) => return Outcome::Finished,
+            }
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        channel: &Channel,
+        exchange: &str,
+        idx: u64,
+        mut p: Pending,
+        confirms: &mut FuturesUnordered<ConfirmFuture>,
+    ) -> Result<(), String> {
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = p.rec.id.hyphenated().encode_lower(&mut id);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id((&*id).into())
+            .with_app_id("logcollect".into())
+            .with_timestamp(now)
+            .with_delivery_mode(if self.cfg.durable { 2 } else { 1 });
+        let res = channel
+            .basic_publish(
+                exchange.into(),
+                p.rec.routing_key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                &p.rec.body,
+                props,
+            )
+            .await;
+        match res {
+            Ok(confirm) => {
+                self.counters.published.fetch_add(1, Ordering::Relaxed);
+                if p.sent {
+                    self.counters.republished.fetch_add(1, Ordering::Relaxed);
+                }
+                p.sent = true;
+                self.unconfirmed.insert(idx, p);
+                self.counters
+                    .in_flight
+                    .store(self.unconfirmed.len() as u64, Ordering::Relaxed);
+                confirms.push(Box::pin(async move { (idx, confirm.await) }));
+                Ok(())
+            }
+            Err(e) => {
+                self.retry.insert(idx, p);
+                Err(describe(&e))
+            }
+        }
+    }
+
+    fn on_confirm(&mut self, idx: u64, res: lapin::Result<Confirmation>) -> Result<(), String> {
+        let outcome = match res {
+            Ok(Confirmation::Nack(_)) => {
+                self.counters.nacked.fetch_add(1, Ordering::Relaxed);
+                if let Some(p) = self.unconfirmed.remove(&idx) {
+                    self.retry.insert(idx, p);
+                }
+                self.reporter.report("nack", "the broker refused a record (nack); it will be published again");
+                Ok(())
+            }
+            Ok(c) => {
+                if let Some(p) = self.unconfirmed.remove(&idx) {
+                    self.counters.confirmed.fetch_add(1, Ordering::Relaxed);
+                    if let Confirmation::Ack(Some(_returned)) = c {
+                        self.counters.unroutable.fetch_add(1, Ordering::Relaxed);
+                        let msg = format!(
+                            "exchange {:?} has no queue bound for routing key {:?}: the broker discards these records. \
+                             Bind a queue with `{}.#` (see `logcollect setup`)",
+                            self.cfg.exchange, p.rec.routing_key, self.cfg.routing_key
+                        );
+                        self.counters.set_error(&msg);
+                        self.reporter.report("unroutable", &msg);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => Err(describe(&e)),
+        };
+        self.counters
+            .in_flight
+            .store(self.unconfirmed.len() as u64, Ordering::Relaxed);
+        self.check_flushes();
+        outcome
+    }
+
+    /// Counts and reports what is left, answers the shutdown caller.
+    fn finish(&mut self) {
+        self.rx.close();
+        let mut left = (self.retry.len() + self.unconfirmed.len()) as u64;
+        while let Ok(item) = self.rx.try_recv() {
+            if matches!(item, Item::Record(_)) {
+                left += 1;
+            }
+        }
+        self.retry.clear();
+        self.unconfirmed.clear();
+        self.counters
+            .undelivered_at_shutdown
+            .fetch_add(left, Ordering::Relaxed);
+        self.counters.connected.store(false, Ordering::Relaxed);
+        if let Some((_, Some(reply))) = self.shutdown.take() {
+            let _ = reply.try_send(left);
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Between half and all of `d`, so many processes restarted together do not
+/// reconnect in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let half = d / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
+/// Opens a connection and a confirm-mode channel, and declares the exchange.
+async fn connect(cfg: &Config, broker: &BrokerUri) -> Result<(Connection, Channel), String> {
+    let props = ConnectionProperties::default().with_connection_name(
+        format!("logcollect {} pid {}", cfg.host, std::process::id()).into(),
+    );
+    let timeout = broker.connection_timeout().unwrap_or(cfg.connect_timeout);
+    let conn = match tokio::time::timeout(timeout, Connection::connect_uri(broker.to_lapin(), props)).await {
+        Err(_) => return Err(format!("no AMQP answer within {timeout:?} (is this a RabbitMQ port?)")),
+        Ok(Err(e)) => return Err(describe_connect(&e, broker)),
+        Ok(Ok(conn)) => conn,
+    };
+    match open_channel(cfg, &conn).await {
+        Ok(ch) => Ok((conn, ch)),
+        Err(e) => {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, "setup failed".into())).await;
+            Err(e)
+        }
+    }
+}
+
+async fn open_channel(cfg: &Config, conn: &Connection) -> Result<Channel, String> {
+    let channel = confirm_channel(conn).await?;
+    let options = ExchangeDeclareOptions {
+        durable: cfg.durable,
+        auto_delete: cfg.auto_delete,
+        ..ExchangeDeclareOptions::default()
+    };
+    match channel
+        .exchange_declare(cfg.exchange.as_str().into(), ExchangeKind::Topic, options, FieldTable::default())
+        .await
+    {
+        Ok(()) => Ok(channel),
+        Err(e) if is_soft(&e, AMQPSoftError::PRECONDITIONFAILED) => {
+            // The exchange exists with another type or flags. Publishing to it
+            // as it is beats losing every record (the Python library did).
+            let msg = format!(
+                "exchange {:?} already exists with another type or durability than topic/durable={}/auto_delete={} ({}); \
+                 publishing to the existing exchange as it is. To fix: delete it or set `durable` to match",
+                cfg.exchange,
+                cfg.durable,
+                cfg.auto_delete,
+                describe(&e)
+            );
+            crate::report::eprint_line(&msg);
+            let channel = confirm_channel(conn).await?;
+            let passive = ExchangeDeclareOptions {
+                passive: true,
+                ..ExchangeDeclareOptions::default()
+            };
+            channel
+                .exchange_declare(cfg.exchange.as_str().into(), ExchangeKind::Topic, passive, FieldTable::default())
+                .await
+                .map_err(|e| describe(&e))?;
+            Ok(channel)
+        }
+        Err(e) => Err(format!("cannot declare exchange {:?}: {}", cfg.exchange, describe(&e))),
+    }
+}
+
+async fn confirm_channel(conn: &Connection) -> Result<Channel, String> {
+    let channel = conn.create_channel().await.map_err(|e| describe(&e))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| describe(&e))?;
+    Ok(channel)
+}
+
+fn is_soft(e: &lapin::Error, kind: AMQPSoftError) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if *p.kind() == AMQPErrorKind::Soft(kind))
+}
+
+/// A connection failure in words, with the fix where we know it.
+fn describe_connect(e: &lapin::Error, broker: &BrokerUri) -> String {
+    use lapin::protocol::AMQPHardError;
+    match e.kind() {
+        lapin::ErrorKind::IOError(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => format!(
+            "connection refused at {} (is RabbitMQ running and listening there?)",
+            broker.address()
+        ),
+        lapin::ErrorKind::ProtocolError(p) => match p.kind() {
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => format!(
+                "login refused for user {:?}: wrong user or password ({})",
+                broker.user(),
+                p.get_message()
+            ),
+            AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => format!(
+                "vhost {:?} does not exist or user {:?} may not use it ({})",
+                broker.vhost(),
+                broker.user(),
+                p.get_message()
+            ),
+            _ => describe(e),
+        },
+        _ => describe(e),
+    }
+}
+
+fn describe(e: &lapin::Error) -> String {
+    // lapin's messages never include the password: it is only sent in the
+    // SASL response, which errors do not echo.
+    e.to_string()
+}
