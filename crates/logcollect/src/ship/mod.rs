@@ -440,7 +440,7 @@ impl Shipper {
                 .map(|e| format!(" Last problem: {e}"))
                 .unwrap_or_default();
             crate::report::eprint_line(&format!(
-                "shutdown: {} records not delivered ({stats}).{why}",
+                "shutdown: {} record(s) not delivered ({stats}).{why}",
                 stats.lost()
             ));
         }
