@@ -58,7 +58,12 @@ fn log_and_tracing_records_reach_the_exchange() {
     // The AMQP client's own records are never shipped, even at TRACE.
     guard.shipper().flush(WAIT).unwrap();
     let msgs = cap.drain(Duration::from_secs(1));
-    assert_eq!(msgs.len(), 3, "exactly our three records: {:#?}", msgs.iter().map(|m| &m.body).collect::<Vec<_>>());
+    assert_eq!(
+        msgs.len(),
+        3,
+        "exactly our three records: {:#?}",
+        msgs.iter().map(|m| &m.body).collect::<Vec<_>>()
+    );
 
     let a = &msgs[0];
     assert_eq!(a.routing_key, "logstash.test");
@@ -66,7 +71,10 @@ fn log_and_tracing_records_reach_the_exchange() {
     assert_eq!(a.str("levelname"), "INFO");
     assert_eq!(a.str("logger"), "test");
     assert_eq!(a.str("project"), "demo");
-    assert_eq!(a.field("process").as_u64(), Some(u64::from(std::process::id())));
+    assert_eq!(
+        a.field("process").as_u64(),
+        Some(u64::from(std::process::id()))
+    );
     assert_superset_of_reference(a, "lc_a.json", &[]);
     assert_superset_of_reference(a, "lc_i.json", &[]);
     // A true UTC timestamp with microseconds and Z.
@@ -94,7 +102,12 @@ fn log_and_tracing_records_reach_the_exchange() {
     assert_eq!(c.str("table"), "users");
     assert_eq!(c.str("shared"), "inner", "innermost span wins");
     assert_eq!(c.str("error"), "query failed");
-    assert!(c.str("exc_info").contains("query failed\nCaused by: an error occurred when formatting an argument"), "{}", c.body);
+    assert!(
+        c.str("exc_info")
+            .contains("query failed\nCaused by: an error occurred when formatting an argument"),
+        "{}",
+        c.body
+    );
     assert_eq!(c.field("error_chain").as_array().unwrap().len(), 1);
     assert_superset_of_reference(c, "lc_d.json", &[]);
 
@@ -102,7 +115,11 @@ fn log_and_tracing_records_reach_the_exchange() {
         assert_eq!(m.exchange, ex);
         let logger = m.str("logger");
         for t in ["lapin", "amq_protocol", "tokio", "async_rs", "logcollect"] {
-            assert!(!logger.starts_with(t), "AMQP client record shipped: {}", m.body);
+            assert!(
+                !logger.starts_with(t),
+                "AMQP client record shipped: {}",
+                m.body
+            );
         }
     }
     let s = guard.shipper().stats();

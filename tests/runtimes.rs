@@ -39,7 +39,11 @@ fn plain_thread() {
 #[test]
 fn multi_thread_runtime() {
     run_case("multi", |shipper| {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             log_100("multi");
             shipper.flush(WAIT).unwrap();
@@ -51,7 +55,10 @@ fn multi_thread_runtime() {
 #[test]
 fn current_thread_runtime() {
     run_case("current", |shipper| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             log_100("current");
             // Blocking flush + guard drop inside a current-thread runtime

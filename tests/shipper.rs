@@ -16,7 +16,9 @@ fn n_records_then_guard_drop_delivers_all_n_and_stats_match() {
     let guard = shipper.guard();
     const N: usize = 3000;
     for i in 0..N {
-        assert!(shipper.submit(&Record::new(Level::Info, "app::bulk", format!("record {i}")).field("i", i as u64)));
+        assert!(shipper.submit(
+            &Record::new(Level::Info, "app::bulk", format!("record {i}")).field("i", i as u64)
+        ));
     }
     drop(guard);
     let msgs = cap.take(N, WAIT);
@@ -35,7 +37,10 @@ fn n_records_then_guard_drop_delivers_all_n_and_stats_match() {
     assert_eq!(s.lost(), 0, "{s:?}");
     assert_eq!(s.unroutable, 0);
     assert!(s.published >= N as u64);
-    assert!(cap.drain(Duration::from_millis(300)).is_empty(), "no extra messages");
+    assert!(
+        cap.drain(Duration::from_millis(300)).is_empty(),
+        "no extra messages"
+    );
 }
 
 #[test]
@@ -47,7 +52,10 @@ fn amqp_properties_and_record_id() {
     shipper.flush(WAIT).unwrap();
     let m = &cap.take(1, WAIT)[0];
     let p = &m.properties;
-    assert_eq!(p.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
+    assert_eq!(
+        p.content_type().as_ref().map(|s| s.as_str()),
+        Some("application/json")
+    );
     assert_eq!(*p.delivery_mode(), Some(1), "transient when not durable");
     let id = p.message_id().as_ref().expect("message_id").to_string();
     assert_eq!(m.str("record_id"), id);
@@ -127,12 +135,21 @@ fn broker_unreachable_at_start_then_up_delivers_everything() {
     }
     let s = shipper.stats();
     assert!(!s.connected);
-    assert!(s.last_error.as_deref().unwrap_or("").contains("refused"), "{s:?}");
-    assert!(!s.last_error.unwrap().contains("guest:guest"), "password must not leak");
+    assert!(
+        s.last_error.as_deref().unwrap_or("").contains("refused"),
+        "{s:?}"
+    );
+    assert!(
+        !s.last_error.unwrap().contains("guest:guest"),
+        "password must not leak"
+    );
     proxy.open();
     shipper.flush(WAIT).expect("flush once the broker answers");
     let msgs = cap.take(200, WAIT);
-    let mut ids: Vec<u64> = msgs.iter().map(|m| m.field("i").as_u64().unwrap()).collect();
+    let mut ids: Vec<u64> = msgs
+        .iter()
+        .map(|m| m.field("i").as_u64().unwrap())
+        .collect();
     ids.sort_unstable();
     assert_eq!(ids, (0..200).collect::<Vec<_>>());
     shipper.shutdown(WAIT).unwrap();
@@ -163,13 +180,24 @@ fn connections_cut_mid_stream_lose_nothing() {
     let s = shipper.stats();
     assert_eq!(s.confirmed, N, "{s:?}");
     let msgs = cap.drain(Duration::from_secs(1));
-    let mut ids: Vec<u64> = msgs.iter().map(|m| m.field("i").as_u64().unwrap()).collect();
+    let mut ids: Vec<u64> = msgs
+        .iter()
+        .map(|m| m.field("i").as_u64().unwrap())
+        .collect();
     ids.sort_unstable();
-    let dups = ids.len() - { let mut d = ids.clone(); d.dedup(); d.len() };
+    let dups = ids.len() - {
+        let mut d = ids.clone();
+        d.dedup();
+        d.len()
+    };
     ids.dedup();
     assert_eq!(ids, (0..N).collect::<Vec<_>>(), "every record arrives");
     // Duplicates can only be republished records: never more than republishes.
-    assert!(dups as u64 <= s.republished, "dups {dups} > republished {}", s.republished);
+    assert!(
+        dups as u64 <= s.republished,
+        "dups {dups} > republished {}",
+        s.republished
+    );
     shipper.shutdown(WAIT).unwrap();
 }
 
@@ -191,7 +219,10 @@ fn shutdown_with_broker_down_reports_undelivered_and_returns_in_time() {
     let s = shipper.stats();
     assert_eq!(s.undelivered_at_shutdown, 10, "{s:?}");
     assert_eq!(s.pending(), 0);
-    assert_eq!(shipper.shutdown(Duration::from_millis(10)), Err(logcollect::ShutdownError::AlreadyShutdown));
+    assert_eq!(
+        shipper.shutdown(Duration::from_millis(10)),
+        Err(logcollect::ShutdownError::AlreadyShutdown)
+    );
     // After shutdown: refused and counted, no panic.
     assert!(!shipper.submit(&Record::new(Level::Info, "down", "after")));
     assert_eq!(shipper.stats().dropped_after_shutdown, 1);
@@ -220,4 +251,91 @@ fn queue_full_drops_newest_and_counts_exactly() {
     assert_eq!(s.accepted + s.dropped_queue_full, 100);
     assert!(s.dropped_queue_full >= 100 - 11, "{s:?}");
     let _ = shipper.shutdown(Duration::from_millis(100));
+}
+
+/// Waits until the shipper has failed to connect at least once.
+fn first_failure(shipper: &Shipper) -> logcollect::Stats {
+    let t0 = std::time::Instant::now();
+    loop {
+        let s = shipper.stats();
+        if s.connect_failures > 0 && s.last_error.is_some() {
+            return s;
+        }
+        assert!(t0.elapsed() < WAIT, "no connection failure reported: {s:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn wrong_password_is_a_clear_error_without_the_password() {
+    let shipper = Shipper::new(
+        config(&unique("ship-badpw"))
+            .broker_uri("amqp://guest:pw-s3cret-xyz@127.0.0.1:5672//")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    shipper.submit(&Record::new(Level::Info, "badpw", "x"));
+    let s = first_failure(&shipper);
+    let e = s.last_error.unwrap();
+    assert!(e.contains("login refused") && e.contains("guest"), "{e}");
+    assert!(!e.contains("pw-s3cret-xyz"), "{e}");
+    assert!(!format!("{shipper:?}").contains("pw-s3cret-xyz"));
+    let _ = shipper.shutdown(Duration::from_millis(100));
+}
+
+#[test]
+fn missing_vhost_is_a_clear_error() {
+    let shipper = Shipper::new(
+        config(&unique("ship-vhost"))
+            .broker_uri("amqp://guest:guest@127.0.0.1:5672//no-such-vhost")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    shipper.submit(&Record::new(Level::Info, "vhost", "x"));
+    let e = first_failure(&shipper).last_error.unwrap();
+    assert!(e.contains("vhost \"/no-such-vhost\""), "{e}");
+    let _ = shipper.shutdown(Duration::from_millis(100));
+}
+
+#[test]
+fn failover_list_skips_a_dead_broker() {
+    let ex = unique("ship-failover");
+    let cap = Capture::topic(&ex, "logstash.#");
+    let dead = Proxy::closed();
+    let shipper = Shipper::new(
+        config(&ex)
+            .broker_uri(format!(
+                "{};amqp://guest:guest@127.0.0.1:5672//",
+                dead.uri()
+            ))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    shipper.submit(&Record::new(
+        Level::Info,
+        "failover",
+        "via the second broker",
+    ));
+    shipper.flush(WAIT).unwrap();
+    assert_eq!(cap.take(1, WAIT)[0].str("message"), "via the second broker");
+    let s = shipper.stats();
+    assert_eq!(s.connect_failures, 1, "{s:?}");
+    assert_eq!(s.connects, 1);
+    shipper.shutdown(WAIT).unwrap();
+}
+
+#[test]
+fn durability_conflict_is_reported_and_records_still_delivered() {
+    let ex = unique("ship-durconflict");
+    // The exchange exists durable; the shipper asks for non-durable.
+    let cap = Capture::start(&ex, lapin::ExchangeKind::Topic, true, "logstash.#");
+    let shipper = Shipper::new(config(&ex).durable(false).build().unwrap()).unwrap();
+    shipper.submit(&Record::new(Level::Info, "dur", "delivered anyway"));
+    shipper.flush(WAIT).unwrap();
+    assert_eq!(cap.take(1, WAIT)[0].str("message"), "delivered anyway");
+    shipper.shutdown(WAIT).unwrap();
+    delete_exchange(&ex);
 }

@@ -55,7 +55,9 @@ impl Msg {
         &self.body[k]
     }
     pub fn str(&self, k: &str) -> &str {
-        self.body[k].as_str().unwrap_or_else(|| panic!("field {k} not a string in {}", self.body))
+        self.body[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("field {k} not a string in {}", self.body))
     }
 }
 
@@ -173,7 +175,10 @@ impl Capture {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
                 Ok(m) => out.push(m),
-                Err(_) => panic!("expected {n} messages, got {} within {timeout:?}", out.len()),
+                Err(_) => panic!(
+                    "expected {n} messages, got {} within {timeout:?}",
+                    out.len()
+                ),
             }
         }
         out
@@ -317,7 +322,10 @@ impl Proxy {
 
 /// Field names and JSON types of a reference message body.
 pub fn reference_body(file: &str) -> serde_json::Map<String, serde_json::Value> {
-    let path = format!("{}/../../shared/reference/{file}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../shared/reference/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["body"].as_object().unwrap().clone()

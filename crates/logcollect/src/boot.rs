@@ -107,7 +107,10 @@ fn filter_for<S>(shipper: &Shipper) -> impl tracing_subscriber::layer::Filter<S>
 #[cfg(feature = "tracing")]
 pub fn layer(config: Config) -> Result<(crate::LogcollectLayer, ShipperGuard), Error> {
     let shipper = Shipper::new(config)?;
-    Ok((crate::LogcollectLayer::new(shipper.clone()), shipper.guard()))
+    Ok((
+        crate::LogcollectLayer::new(shipper.clone()),
+        shipper.guard(),
+    ))
 }
 
 /// Installs only the `log` logger for `shipper`.
@@ -116,7 +119,11 @@ pub fn install_log(shipper: &Shipper) -> Result<(), Error> {
     let logger = crate::LogcollectLogger::new(shipper.clone());
     let max = logger.max_level();
     log::set_boxed_logger(Box::new(logger)).map_err(|e| {
-        Error::with_source(ErrorKind::AlreadyInstalled, "a `log` logger is already installed", e)
+        Error::with_source(
+            ErrorKind::AlreadyInstalled,
+            "a `log` logger is already installed",
+            e,
+        )
     })?;
     log::set_max_level(max);
     Ok(())

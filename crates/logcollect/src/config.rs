@@ -314,7 +314,10 @@ impl ConfigBuilder {
     /// Targets never shipped, replacing [`DEFAULT_IGNORED_TARGETS`]. Keep the
     /// AMQP client's targets in the list unless you know what you are doing.
     #[must_use]
-    pub fn ignored_targets<T: Into<String>>(mut self, targets: impl IntoIterator<Item = T>) -> Self {
+    pub fn ignored_targets<T: Into<String>>(
+        mut self,
+        targets: impl IntoIterator<Item = T>,
+    ) -> Self {
         self.ignored_targets = Some(targets.into_iter().map(Into::into).collect());
         self
     }
@@ -372,10 +375,16 @@ impl ConfigBuilder {
         fill(&mut self.type_name, get("LOGCOLLECT_TYPE"));
         fill(&mut self.host, get("LOGCOLLECT_HOST"));
         if let Some(v) = get("LOGCOLLECT_DURABLE") {
-            fill(&mut self.durable, Some(parse_bool("LOGCOLLECT_DURABLE", &v)?));
+            fill(
+                &mut self.durable,
+                Some(parse_bool("LOGCOLLECT_DURABLE", &v)?),
+            );
         }
         if let Some(v) = get("LOGCOLLECT_AUTO_DELETE") {
-            fill(&mut self.auto_delete, Some(parse_bool("LOGCOLLECT_AUTO_DELETE", &v)?));
+            fill(
+                &mut self.auto_delete,
+                Some(parse_bool("LOGCOLLECT_AUTO_DELETE", &v)?),
+            );
         }
         if let Some(v) = get("LOGCOLLECT_ACTIVITY_IDENTITY") {
             fill(
@@ -388,16 +397,28 @@ impl ConfigBuilder {
             fill(&mut self.tags, Some(tags.map(String::from).collect()));
         }
         if let Some(v) = get("LOGCOLLECT_QUEUE_CAPACITY") {
-            fill(&mut self.queue_capacity, Some(parse_num("LOGCOLLECT_QUEUE_CAPACITY", &v)?));
+            fill(
+                &mut self.queue_capacity,
+                Some(parse_num("LOGCOLLECT_QUEUE_CAPACITY", &v)?),
+            );
         }
         if let Some(v) = get("LOGCOLLECT_MAX_RECORD_BYTES") {
-            fill(&mut self.max_record_bytes, Some(parse_num("LOGCOLLECT_MAX_RECORD_BYTES", &v)?));
+            fill(
+                &mut self.max_record_bytes,
+                Some(parse_num("LOGCOLLECT_MAX_RECORD_BYTES", &v)?),
+            );
         }
         if let Some(v) = get("LOGCOLLECT_CONFIRM_WINDOW") {
-            fill(&mut self.confirm_window, Some(parse_num("LOGCOLLECT_CONFIRM_WINDOW", &v)?));
+            fill(
+                &mut self.confirm_window,
+                Some(parse_num("LOGCOLLECT_CONFIRM_WINDOW", &v)?),
+            );
         }
         if let Some(v) = get("LOGCOLLECT_SHUTDOWN_TIMEOUT") {
-            fill(&mut self.shutdown_timeout, Some(parse_secs("LOGCOLLECT_SHUTDOWN_TIMEOUT", &v)?));
+            fill(
+                &mut self.shutdown_timeout,
+                Some(parse_secs("LOGCOLLECT_SHUTDOWN_TIMEOUT", &v)?),
+            );
         }
         Ok(self)
     }
@@ -411,27 +432,51 @@ impl ConfigBuilder {
             None => Filter::new(DEFAULT_LEVEL),
         };
         let exchange = self.exchange.unwrap_or_else(|| DEFAULT_EXCHANGE.to_owned());
-        let routing_key = self.routing_key.unwrap_or_else(|| DEFAULT_ROUTING_KEY.to_owned());
+        let routing_key = self
+            .routing_key
+            .unwrap_or_else(|| DEFAULT_ROUTING_KEY.to_owned());
         // AMQP short strings: at most 255 bytes.
-        check(exchange.len() <= 255, || format!("exchange name is {} bytes; AMQP allows 255", exchange.len()))?;
-        check(!exchange.is_empty(), || "exchange name is empty: the default exchange cannot route by topic".to_owned())?;
-        check(routing_key.len() <= 200, || format!("routing_key is {} bytes; keep it under 200 so the logger name fits in AMQP's 255", routing_key.len()))?;
+        check(exchange.len() <= 255, || {
+            format!("exchange name is {} bytes; AMQP allows 255", exchange.len())
+        })?;
+        check(!exchange.is_empty(), || {
+            "exchange name is empty: the default exchange cannot route by topic".to_owned()
+        })?;
+        check(routing_key.len() <= 200, || {
+            format!(
+                "routing_key is {} bytes; keep it under 200 so the logger name fits in AMQP's 255",
+                routing_key.len()
+            )
+        })?;
         let queue_capacity = self.queue_capacity.unwrap_or(DEFAULT_QUEUE_CAPACITY);
-        check(queue_capacity >= 1, || "queue_capacity must be at least 1".to_owned())?;
+        check(queue_capacity >= 1, || {
+            "queue_capacity must be at least 1".to_owned()
+        })?;
         let max_record_bytes = self.max_record_bytes.unwrap_or(DEFAULT_MAX_RECORD_BYTES);
-        check(max_record_bytes >= 4096, || format!("max_record_bytes {max_record_bytes} is below the 4096-byte minimum (a record's fixed fields must fit)"))?;
+        check(max_record_bytes >= 4096, || {
+            format!("max_record_bytes {max_record_bytes} is below the 4096-byte minimum (a record's fixed fields must fit)")
+        })?;
         // RabbitMQ's default max message size is 128 MiB.
-        check(max_record_bytes <= 128 << 20, || format!("max_record_bytes {max_record_bytes} is above RabbitMQ's 128 MiB message limit"))?;
+        check(max_record_bytes <= 128 << 20, || {
+            format!("max_record_bytes {max_record_bytes} is above RabbitMQ's 128 MiB message limit")
+        })?;
         let confirm_window = self.confirm_window.unwrap_or(DEFAULT_CONFIRM_WINDOW);
-        check(confirm_window >= 1, || "confirm_window must be at least 1".to_owned())?;
+        check(confirm_window >= 1, || {
+            "confirm_window must be at least 1".to_owned()
+        })?;
         let reconnect_min = self.reconnect_min.unwrap_or(DEFAULT_RECONNECT_MIN);
         let reconnect_max = self.reconnect_max.unwrap_or(DEFAULT_RECONNECT_MAX);
-        check(!reconnect_min.is_zero() && reconnect_min <= reconnect_max, || {
-            format!("reconnect_min ({reconnect_min:?}) must be above zero and at most reconnect_max ({reconnect_max:?})")
-        })?;
+        check(
+            !reconnect_min.is_zero() && reconnect_min <= reconnect_max,
+            || {
+                format!("reconnect_min ({reconnect_min:?}) must be above zero and at most reconnect_max ({reconnect_max:?})")
+            },
+        )?;
         let activity_identity = self.activity_identity.unwrap_or_default();
         for (k, _) in &activity_identity {
-            check(!k.is_empty(), || "activity_identity has an empty key".to_owned())?;
+            check(!k.is_empty(), || {
+                "activity_identity has an empty key".to_owned()
+            })?;
         }
         Ok(Config {
             brokers,
@@ -452,7 +497,10 @@ impl ConfigBuilder {
             type_name: self.type_name.unwrap_or_else(|| DEFAULT_TYPE.to_owned()),
             host: self.host.unwrap_or_else(default_host),
             ignored_targets: self.ignored_targets.unwrap_or_else(|| {
-                DEFAULT_IGNORED_TARGETS.iter().map(|s| (*s).to_owned()).collect()
+                DEFAULT_IGNORED_TARGETS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
             }),
         })
     }
@@ -514,7 +562,11 @@ fn parse_pairs(name: &str, v: &str) -> Result<Vec<(String, String)>, Error> {
             Some((k, val)) if !k.trim().is_empty() => {
                 Ok((k.trim().to_owned(), val.trim().to_owned()))
             }
-            _ => Err(env_err(name, v, "comma-separated key=value pairs, e.g. project=shop,application=api")),
+            _ => Err(env_err(
+                name,
+                v,
+                "comma-separated key=value pairs, e.g. project=shop,application=api",
+            )),
         })
         .collect()
 }
@@ -538,7 +590,10 @@ mod tests {
         let c = Config::builder().build().unwrap();
         assert_eq!(c.brokers().len(), 1);
         let b = c.brokers().first();
-        assert_eq!((b.host(), b.port(), b.user(), b.vhost()), ("127.0.0.1", 5672, "guest", "/"));
+        assert_eq!(
+            (b.host(), b.port(), b.user(), b.vhost()),
+            ("127.0.0.1", 5672, "guest", "/")
+        );
         assert_eq!(c.exchange(), "logstash");
         assert_eq!(c.routing_key(), "logstash");
         assert!(!c.durable());
@@ -568,7 +623,10 @@ mod tests {
                 ("LOGCOLLECT_ROUTING_KEY", "rk"),
                 ("LOGCOLLECT_DURABLE", "yes"),
                 ("LOGCOLLECT_LEVEL", "warning,app=debug"),
-                ("LOGCOLLECT_ACTIVITY_IDENTITY", "project=github, application=backend"),
+                (
+                    "LOGCOLLECT_ACTIVITY_IDENTITY",
+                    "project=github, application=backend",
+                ),
                 ("LOGCOLLECT_SHUTDOWN_TIMEOUT", "0.5"),
                 ("LOGCOLLECT_QUEUE_CAPACITY", "10_000"),
                 ("LOGCOLLECT_TAGS", "a, b"),
@@ -578,12 +636,18 @@ mod tests {
             .unwrap();
         assert_eq!(c.brokers().first().vhost(), "/v");
         assert_eq!(c.brokers().first().port(), 5673);
-        assert_eq!((c.exchange(), c.routing_key(), c.durable()), ("ex", "rk", true));
+        assert_eq!(
+            (c.exchange(), c.routing_key(), c.durable()),
+            ("ex", "rk", true)
+        );
         assert!(c.filter().enabled("app", Level::Debug));
         assert!(!c.filter().enabled("other", Level::Info));
         assert_eq!(
             c.activity_identity(),
-            &[("project".into(), "github".into()), ("application".into(), "backend".into())]
+            &[
+                ("project".into(), "github".into()),
+                ("application".into(), "backend".into())
+            ]
         );
         assert_eq!(c.shutdown_timeout(), Duration::from_millis(500));
         assert_eq!(c.queue_capacity(), 10_000);
@@ -592,11 +656,25 @@ mod tests {
 
     #[test]
     fn code_settings_win_over_env_in_any_order() {
-        let e = env(&[("LOGCOLLECT_EXCHANGE", "from-env"), ("LOGCOLLECT_DURABLE", "1")]);
-        let before = Config::builder().exchange("code").env_from(&e).unwrap().build().unwrap();
+        let e = env(&[
+            ("LOGCOLLECT_EXCHANGE", "from-env"),
+            ("LOGCOLLECT_DURABLE", "1"),
+        ]);
+        let before = Config::builder()
+            .exchange("code")
+            .env_from(&e)
+            .unwrap()
+            .build()
+            .unwrap();
         assert_eq!(before.exchange(), "code");
         assert!(before.durable(), "unset in code, so env applies");
-        let after = Config::builder().env_from(&e).unwrap().exchange("code").durable(false).build().unwrap();
+        let after = Config::builder()
+            .env_from(&e)
+            .unwrap()
+            .exchange("code")
+            .durable(false)
+            .build()
+            .unwrap();
         assert_eq!(after.exchange(), "code");
         assert!(!after.durable());
     }
@@ -611,7 +689,9 @@ mod tests {
             ("LOGCOLLECT_ACTIVITY_IDENTITY", "project"),
             ("LOGCOLLECT_ACTIVITY_IDENTITY", "=x"),
         ] {
-            let err = Config::builder().env_from(env(&[(name, value)])).unwrap_err();
+            let err = Config::builder()
+                .env_from(env(&[(name, value)]))
+                .unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidEnv);
             assert!(err.to_string().contains(name), "{err}");
         }
@@ -633,7 +713,10 @@ mod tests {
             let e = b.build().unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
         }
-        let e = Config::builder().broker_uri("http://x").build().unwrap_err();
+        let e = Config::builder()
+            .broker_uri("http://x")
+            .build()
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidUri);
     }
 

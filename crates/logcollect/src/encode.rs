@@ -269,7 +269,9 @@ struct ScratchSlot(Cell<Option<Box<Scratch>>>, Cell<bool>);
 
 impl fmt::Debug for ScratchSlot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScratchSlot").field("busy", &self.1.get()).finish()
+        f.debug_struct("ScratchSlot")
+            .field("busy", &self.1.get())
+            .finish()
     }
 }
 
@@ -437,7 +439,9 @@ impl<'e> RecordWriter<'e> {
     }
 
     fn scratch(&mut self) -> &mut Scratch {
-        self.scratch.as_mut().expect("scratch is present until drop")
+        self.scratch
+            .as_mut()
+            .expect("scratch is present until drop")
     }
 
     /// Sets the message from format arguments.
@@ -663,7 +667,11 @@ impl<'e> RecordWriter<'e> {
         // exceed it, in which case we keep only the head and marker.
         let avail = max.saturating_sub(fixed);
         let msg_len = json_len(&s.message);
-        let exc_len = if s.exc.is_empty() { 0 } else { json_len(&s.exc) + 32 };
+        let exc_len = if s.exc.is_empty() {
+            0
+        } else {
+            json_len(&s.exc) + 32
+        };
         // The message keeps at least half the room when it is large; exc_info
         // an eighth; the user fields share the rest.
         let exc_share = exc_len.min(avail / 8);
@@ -732,10 +740,8 @@ fn hash_key(k: &str) -> u64 {
 /// Makes a user key safe for Logstash and Elasticsearch.
 fn sanitize_key(key: &str, reserved: impl Fn(&str) -> bool) -> std::borrow::Cow<'_, str> {
     use std::borrow::Cow;
-    let needs_rewrite = key.is_empty()
-        || key.starts_with('@')
-        || key.starts_with('_')
-        || key.contains(['[', ']']);
+    let needs_rewrite =
+        key.is_empty() || key.starts_with('@') || key.starts_with('_') || key.contains(['[', ']']);
     if !needs_rewrite && !reserved(key) {
         return Cow::Borrowed(key);
     }

@@ -127,7 +127,9 @@ impl Filter {
                     if !is_target(target) {
                         return Err(Error::new(
                             ErrorKind::InvalidConfig,
-                            format!("invalid filter directive {part:?}: {target:?} is not a target"),
+                            format!(
+                                "invalid filter directive {part:?}: {target:?} is not a target"
+                            ),
                         ));
                     }
                     directives.push((target.to_owned(), parse_threshold(level)?));
@@ -244,7 +246,10 @@ mod tests {
         assert!(f.enabled("app::http", Level::Warning));
         assert!(!f.enabled("hyper", Level::Error));
         assert!(!f.enabled("hyper::proto", Level::Error));
-        assert!(f.enabled("hyperx", Level::Info), "prefix must stop at a module boundary");
+        assert!(
+            f.enabled("hyperx", Level::Info),
+            "prefix must stop at a module boundary"
+        );
         assert!(!f.enabled("other", Level::Debug));
         assert_eq!(f.max_level(), Some(Level::Debug));
     }

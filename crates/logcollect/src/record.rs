@@ -73,7 +73,8 @@ impl FieldValue {
         // Only plain decimal floats: "inf", "NaN" and "1e5" stay strings, so a
         // word never turns into a number by accident.
         if s.bytes().any(|b| b == b'.')
-            && s.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
         {
             if let Ok(f) = s.parse::<f64>() {
                 return FieldValue::F64(f);
@@ -132,7 +133,10 @@ mod tests {
     fn infer_types() {
         assert_eq!(FieldValue::infer("42"), FieldValue::I64(42));
         assert_eq!(FieldValue::infer("-3"), FieldValue::I64(-3));
-        assert_eq!(FieldValue::infer("18446744073709551615"), FieldValue::U64(u64::MAX));
+        assert_eq!(
+            FieldValue::infer("18446744073709551615"),
+            FieldValue::U64(u64::MAX)
+        );
         assert_eq!(FieldValue::infer("1.5"), FieldValue::F64(1.5));
         assert_eq!(FieldValue::infer("true"), FieldValue::Bool(true));
         assert_eq!(FieldValue::infer("null"), FieldValue::Null);

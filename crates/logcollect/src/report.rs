@@ -24,7 +24,9 @@ impl Reporter {
         };
         let now = Instant::now();
         let line = match map.get_mut(cause) {
-            Some((at, skipped, text)) if text == msg && now.duration_since(*at) < REPORT_INTERVAL => {
+            Some((at, skipped, text))
+                if text == msg && now.duration_since(*at) < REPORT_INTERVAL =>
+            {
                 *skipped += 1;
                 return;
             }

@@ -18,7 +18,8 @@ fn main() -> ExitCode {
         builder = builder.broker_uri("amqp://guest:guest@127.0.0.1:5672//");
     }
     if std::env::var_os("LOGCOLLECT_ACTIVITY_IDENTITY").is_none() {
-        builder = builder.activity_identity([("project", "logcollect"), ("subsystem", "native_test")]);
+        builder =
+            builder.activity_identity([("project", "logcollect"), ("subsystem", "native_test")]);
     }
     let config = match builder.env().and_then(|b| b.build()) {
         Ok(c) => c,

@@ -31,7 +31,10 @@ fn delivers_one_info_record_from_logger_test() {
 #[test]
 fn without_broker_exits_zero_within_deadline_and_says_what_was_lost() {
     let out = Command::new(env!("CARGO_BIN_EXE_native_logging"))
-        .env("LOGCOLLECT_BROKER_URI", "amqp://guest:pw-s3cret-xyz@127.0.0.1:1//")
+        .env(
+            "LOGCOLLECT_BROKER_URI",
+            "amqp://guest:pw-s3cret-xyz@127.0.0.1:1//",
+        )
         .env("LOGCOLLECT_SHUTDOWN_TIMEOUT", "1")
         .output()
         .unwrap();
@@ -39,5 +42,8 @@ fn without_broker_exits_zero_within_deadline_and_says_what_was_lost() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("1 record(s) not delivered"), "{stderr}");
     assert!(stderr.contains("connection refused"), "{stderr}");
-    assert!(!stderr.contains("pw-s3cret-xyz"), "password leaked: {stderr}");
+    assert!(
+        !stderr.contains("pw-s3cret-xyz"),
+        "password leaked: {stderr}"
+    );
 }

@@ -239,12 +239,17 @@ impl ShipperBuilder {
         });
         let worker = worker::Worker::new(config, rx, ctrl_rx, counters, reporter);
         let handle = std::thread::Builder::new()
-            .name(self.thread_name.unwrap_or_else(|| DEFAULT_THREAD_NAME.to_owned()))
+            .name(
+                self.thread_name
+                    .unwrap_or_else(|| DEFAULT_THREAD_NAME.to_owned()),
+            )
             .spawn(move || {
                 SUPPRESSED.with(|s| s.set(true));
                 worker.run();
             })
-            .map_err(|e| Error::with_source(ErrorKind::Spawn, "cannot spawn the shipper thread", e))?;
+            .map_err(|e| {
+                Error::with_source(ErrorKind::Spawn, "cannot spawn the shipper thread", e)
+            })?;
         if let Ok(mut t) = inner.thread.lock() {
             *t = Some(handle);
         }
@@ -272,7 +277,12 @@ impl Shipper {
     /// but not to the ignored targets). Returns whether it was accepted;
     /// refusals are counted in [`Stats`].
     pub fn submit(&self, record: &Record) -> bool {
-        if !self.inner.config.filter.enabled(&record.logger, record.level) {
+        if !self
+            .inner
+            .config
+            .filter
+            .enabled(&record.logger, record.level)
+        {
             return false;
         }
         match self.inner.encoder.encode_record(record) {
@@ -416,7 +426,10 @@ impl Shipper {
         }
         let deadline = Instant::now() + timeout;
         let (reply, wait) = std::sync::mpsc::sync_channel(1);
-        let sent = inner.ctrl.send(Control::Shutdown { deadline, reply }).is_ok();
+        let sent = inner
+            .ctrl
+            .send(Control::Shutdown { deadline, reply })
+            .is_ok();
         // The worker answers at the deadline at the latest; the grace covers
         // closing the connection.
         let undelivered = if sent {

@@ -14,7 +14,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event, ExchangeKind,
+};
 use tokio::sync::mpsc;
 
 use super::{Control, Counters, Item};
@@ -57,6 +59,9 @@ pub(crate) struct Worker {
     /// Pull index of the next record taken from the queue.
     pulled: u64,
     flushes: Vec<FlushWaiter>,
+    /// Markers pulled before their `Flush` control message was read (the two
+    /// travel on different channels): `(id, upto)`.
+    early_markers: Vec<(u64, u64)>,
     shutdown: Option<(Instant, Option<std::sync::mpsc::SyncSender<u64>>)>,
     broker_idx: usize,
 }
@@ -87,6 +92,7 @@ impl Worker {
             unconfirmed: BTreeMap::new(),
             pulled: 0,
             flushes: Vec::new(),
+            early_markers: Vec::new(),
             shutdown: None,
             broker_idx: 0,
         }
@@ -99,7 +105,8 @@ impl Worker {
         {
             Ok(rt) => rt,
             Err(e) => {
-                let msg = format!("cannot start the shipper's runtime: {e}; no record will be sent");
+                let msg =
+                    format!("cannot start the shipper's runtime: {e}; no record will be sent");
                 self.counters.set_error(&msg);
                 crate::report::eprint_line(&msg);
                 self.rx.close();
@@ -155,20 +162,32 @@ impl Worker {
                     self.counters.in_flight.store(0, Ordering::Relaxed);
                     match outcome {
                         Outcome::Finished => {
-                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, "logcollect shutdown".into())).await;
+                            let _ = tokio::time::timeout(
+                                CLOSE_TIMEOUT,
+                                conn.close(200, "logcollect shutdown".into()),
+                            )
+                            .await;
                             return;
                         }
                         Outcome::Lost(why) => {
-                            self.counters.connection_losses.fetch_add(1, Ordering::Relaxed);
+                            self.counters
+                                .connection_losses
+                                .fetch_add(1, Ordering::Relaxed);
                             let msg = format!("connection to {broker} lost: {why}; reconnecting ({} records to resend)", self.retry.len());
                             self.counters.set_error(&msg);
                             self.reporter.report("lost", &msg);
-                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close(320, "logcollect reconnecting".into())).await;
+                            let _ = tokio::time::timeout(
+                                CLOSE_TIMEOUT,
+                                conn.close(320, "logcollect reconnecting".into()),
+                            )
+                            .await;
                         }
                     }
                 }
                 Err(why) => {
-                    self.counters.connect_failures.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .connect_failures
+                        .fetch_add(1, Ordering::Relaxed);
                     let msg = format!(
                         "cannot connect to {broker}: {why}; retrying with backoff (up to {:?}); records are kept in memory meanwhile",
                         self.cfg.reconnect_max
@@ -217,8 +236,9 @@ impl Worker {
         match item {
             Item::Marker(id) => {
                 let upto = self.pulled;
-                if let Some(w) = self.flushes.iter_mut().find(|w| w.id == id) {
-                    w.upto = Some(upto);
+                match self.flushes.iter_mut().find(|w| w.id == id) {
+                    Some(w) => w.upto = Some(upto),
+                    None => self.early_markers.push((id, upto)),
                 }
                 self.check_flushes();
                 None
@@ -234,12 +254,21 @@ impl Worker {
 
     fn on_control(&mut self, c: Option<Control>) {
         match c {
-            Some(Control::Flush { id, deadline, reply }) => {
+            Some(Control::Flush {
+                id,
+                deadline,
+                reply,
+            }) => {
+                let upto = self
+                    .early_markers
+                    .iter()
+                    .position(|(m, _)| *m == id)
+                    .map(|i| self.early_markers.swap_remove(i).1);
                 self.flushes.push(FlushWaiter {
                     id,
                     deadline,
                     reply,
-                    upto: None,
+                    upto,
                 });
             }
             Some(Control::Shutdown { deadline, reply }) => {
@@ -260,7 +289,12 @@ impl Worker {
     /// Pull index below which everything is resolved (confirmed).
     fn low_watermark(&self) -> u64 {
         let a = self.retry.keys().next().copied().unwrap_or(self.pulled);
-        let b = self.unconfirmed.keys().next().copied().unwrap_or(self.pulled);
+        let b = self
+            .unconfirmed
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.pulled);
         a.min(b)
     }
 
@@ -332,7 +366,11 @@ impl Worker {
                         self.counters.blocked.store(false, Ordering::Relaxed);
                         self.reporter.clear("blocked");
                     }
-                    Some(Event::Error(e)) => return Outcome::Lost(describe(&e)),
+                    // Errors of other channels (the one a failed exchange
+                    // declaration closed) arrive here too: only ours matter.
+                    Some(Event::Error(e)) if !conn.status().connected() || !channel.status().connected() => {
+                        return Outcome::Lost(describe(&e));
+                    }
                     Some(_) => {}
                     None => return Outcome::Lost("connection closed".to_owned()),
                 },
@@ -424,7 +462,10 @@ impl Worker {
                 if let Some(p) = self.unconfirmed.remove(&idx) {
                     self.retry.insert(idx, p);
                 }
-                self.reporter.report("nack", "the broker refused a record (nack); it will be published again");
+                self.reporter.report(
+                    "nack",
+                    "the broker refused a record (nack); it will be published again",
+                );
                 Ok(())
             }
             Ok(c) => {
@@ -489,19 +530,28 @@ fn jitter(d: Duration) -> Duration {
 
 /// Opens a connection and a confirm-mode channel, and declares the exchange.
 async fn connect(cfg: &Config, broker: &BrokerUri) -> Result<(Connection, Channel), String> {
-    let props = ConnectionProperties::default().with_connection_name(
-        format!("logcollect {} pid {}", cfg.host, std::process::id()).into(),
-    );
+    let props = ConnectionProperties::default()
+        .with_connection_name(format!("logcollect {} pid {}", cfg.host, std::process::id()).into());
     let timeout = broker.connection_timeout().unwrap_or(cfg.connect_timeout);
-    let conn = match tokio::time::timeout(timeout, Connection::connect_uri(broker.to_lapin(), props)).await {
-        Err(_) => return Err(format!("no AMQP answer within {timeout:?} (is this a RabbitMQ port?)")),
+    let conn = match tokio::time::timeout(
+        timeout,
+        Connection::connect_uri(broker.to_lapin(), props),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(format!(
+                "no AMQP answer within {timeout:?} (is this a RabbitMQ port?)"
+            ))
+        }
         Ok(Err(e)) => return Err(describe_connect(&e, broker)),
         Ok(Ok(conn)) => conn,
     };
     match open_channel(cfg, &conn).await {
         Ok(ch) => Ok((conn, ch)),
         Err(e) => {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, "setup failed".into())).await;
+            let _ =
+                tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, "setup failed".into())).await;
             Err(e)
         }
     }
@@ -515,7 +565,12 @@ async fn open_channel(cfg: &Config, conn: &Connection) -> Result<Channel, String
         ..ExchangeDeclareOptions::default()
     };
     match channel
-        .exchange_declare(cfg.exchange.as_str().into(), ExchangeKind::Topic, options, FieldTable::default())
+        .exchange_declare(
+            cfg.exchange.as_str().into(),
+            ExchangeKind::Topic,
+            options,
+            FieldTable::default(),
+        )
         .await
     {
         Ok(()) => Ok(channel),
@@ -537,12 +592,21 @@ async fn open_channel(cfg: &Config, conn: &Connection) -> Result<Channel, String
                 ..ExchangeDeclareOptions::default()
             };
             channel
-                .exchange_declare(cfg.exchange.as_str().into(), ExchangeKind::Topic, passive, FieldTable::default())
+                .exchange_declare(
+                    cfg.exchange.as_str().into(),
+                    ExchangeKind::Topic,
+                    passive,
+                    FieldTable::default(),
+                )
                 .await
                 .map_err(|e| describe(&e))?;
             Ok(channel)
         }
-        Err(e) => Err(format!("cannot declare exchange {:?}: {}", cfg.exchange, describe(&e))),
+        Err(e) => Err(format!(
+            "cannot declare exchange {:?}: {}",
+            cfg.exchange,
+            describe(&e)
+        )),
     }
 }
 
@@ -563,10 +627,12 @@ fn is_soft(e: &lapin::Error, kind: AMQPSoftError) -> bool {
 fn describe_connect(e: &lapin::Error, broker: &BrokerUri) -> String {
     use lapin::protocol::AMQPHardError;
     match e.kind() {
-        lapin::ErrorKind::IOError(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => format!(
-            "connection refused at {} (is RabbitMQ running and listening there?)",
-            broker.address()
-        ),
+        lapin::ErrorKind::IOError(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            format!(
+                "connection refused at {} (is RabbitMQ running and listening there?)",
+                broker.address()
+            )
+        }
         lapin::ErrorKind::ProtocolError(p) => match p.kind() {
             AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => format!(
                 "login refused for user {:?}: wrong user or password ({})",
