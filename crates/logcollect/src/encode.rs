@@ -48,6 +48,11 @@ pub(crate) const RESERVED_KEYS: &[&str] = &[
     "dropped_fields",
 ];
 
+/// Logger names, file paths and module paths longer than this are cut in the
+/// record, so the fixed part of a record always fits the smallest size cap
+/// (4 KiB) with room to spare.
+const MAX_HEAD_STR: usize = 1024;
+
 /// Prefix given to a user key that collides with a reserved or identity key.
 pub const RENAMED_KEY_PREFIX: &str = "extra_";
 
@@ -98,6 +103,12 @@ struct Emit {
     lineno: bool,
     module: bool,
     record_id: bool,
+    exc_info: bool,
+    error_chain: bool,
+    /// The three truncation marker fields.
+    truncated: bool,
+    original_bytes: bool,
+    dropped_fields: bool,
 }
 
 impl Encoder {
@@ -152,6 +163,11 @@ impl Encoder {
             lineno: !has("lineno"),
             module: !has("module"),
             record_id: !has("record_id"),
+            exc_info: !has("exc_info"),
+            error_chain: !has("error_chain"),
+            truncated: !has("truncated"),
+            original_bytes: !has("original_bytes"),
+            dropped_fields: !has("dropped_fields"),
         };
         Encoder {
             fixed,
@@ -378,7 +394,7 @@ impl<'e> RecordWriter<'e> {
         if e.logger {
             sep(&mut buf);
             buf.extend_from_slice(b"\"logger\":");
-            push_json_bytes(&mut buf, logger_name);
+            push_json_bytes(&mut buf, cut(logger_name));
         }
         if e.stack_info {
             sep(&mut buf);
@@ -403,7 +419,7 @@ impl<'e> RecordWriter<'e> {
         if let (true, Some(file)) = (e.pathname, loc.file) {
             sep(&mut buf);
             buf.extend_from_slice(b"\"pathname\":");
-            push_json_bytes(&mut buf, file);
+            push_json_bytes(&mut buf, cut(file));
         }
         if let (true, Some(line)) = (e.lineno, loc.line) {
             sep(&mut buf);
@@ -413,7 +429,7 @@ impl<'e> RecordWriter<'e> {
         if let (true, Some(module)) = (e.module, loc.module) {
             sep(&mut buf);
             buf.extend_from_slice(b"\"module\":");
-            push_json_bytes(&mut buf, module);
+            push_json_bytes(&mut buf, cut(module));
         }
         if e.record_id {
             sep(&mut buf);
@@ -626,18 +642,21 @@ impl<'e> RecordWriter<'e> {
             buf.extend_from_slice(b",\"message\":");
             push_json_bytes(&mut buf, &scratch.message);
         }
-        let has_exc = !scratch.exc.is_empty();
-        if has_exc {
-            buf.extend_from_slice(b",\"exc_info\":");
-            push_json_bytes(&mut buf, &scratch.exc);
-            buf.extend_from_slice(b",\"error_chain\":[");
-            for (i, m) in self.error_chain.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                push_json_bytes(&mut buf, m);
+        if !scratch.exc.is_empty() {
+            if enc.emit.exc_info {
+                buf.extend_from_slice(b",\"exc_info\":");
+                push_json_bytes(&mut buf, &scratch.exc);
             }
-            buf.push(b']');
+            if enc.emit.error_chain {
+                buf.extend_from_slice(b",\"error_chain\":[");
+                for (i, m) in self.error_chain.iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b',');
+                    }
+                    push_json_bytes(&mut buf, m);
+                }
+                buf.push(b']');
+            }
         }
         buf.extend_from_slice(enc.identity.as_bytes());
         buf.push(b'}');
@@ -667,11 +686,22 @@ impl<'e> RecordWriter<'e> {
         // exceed it, in which case we keep only the head and marker.
         let avail = max.saturating_sub(fixed);
         let msg_len = json_len(&s.message);
-        let exc_len = if s.exc.is_empty() {
+        // Room the error details need whole: `,"exc_info":…` and `,"error_chain":[…]`.
+        let exc_need = if s.exc.is_empty() {
             0
         } else {
-            json_len(&s.exc) + 32
+            json_len(&s.exc) + 16
         };
+        let chain_need = if s.exc.is_empty() {
+            0
+        } else {
+            self.error_chain
+                .iter()
+                .map(|m| json_len(m) + 1)
+                .sum::<usize>()
+                + 20
+        };
+        let exc_len = exc_need + chain_need;
         // The message keeps at least half the room when it is large; exc_info
         // an eighth; the user fields share the rest.
         let exc_share = exc_len.min(avail / 8);
@@ -694,25 +724,65 @@ impl<'e> RecordWriter<'e> {
             out.extend_from_slice(b",\"message\":");
             push_json_truncated(&mut out, &s.message, msg_cap);
         }
-        if !s.exc.is_empty() && exc_share > 32 {
-            out.extend_from_slice(b",\"exc_info\":");
-            push_json_truncated(&mut out, &s.exc, exc_share - 32);
+        if !s.exc.is_empty() && exc_share > 64 {
+            // Whole when both fit; otherwise exc_info and error_chain share
+            // the error's room half and half.
+            let (exc_cap, chain_cap) = if exc_len <= exc_share {
+                (exc_need, chain_need)
+            } else {
+                (exc_share / 2, exc_share / 2)
+            };
+            if enc.emit.exc_info {
+                out.extend_from_slice(b",\"exc_info\":");
+                push_json_truncated(&mut out, &s.exc, exc_cap - 16);
+            }
+            if enc.emit.error_chain {
+                out.extend_from_slice(b",\"error_chain\":[");
+                let n = self.error_chain.len().max(1);
+                let each = (chain_cap - 20) / n;
+                for (i, m) in self.error_chain.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    push_json_truncated(&mut out, m, each.saturating_sub(1).max(16));
+                }
+                out.push(b']');
+            }
         }
         out.extend_from_slice(enc.identity.as_bytes());
-        out.extend_from_slice(b",\"truncated\":true,\"original_bytes\":");
-        push_u64(&mut out, full.len() as u64);
-        out.extend_from_slice(b",\"dropped_fields\":");
-        push_u64(&mut out, dropped);
+        if enc.emit.truncated {
+            out.extend_from_slice(b",\"truncated\":true");
+        }
+        if enc.emit.original_bytes {
+            out.extend_from_slice(b",\"original_bytes\":");
+            push_u64(&mut out, full.len() as u64);
+        }
+        if enc.emit.dropped_fields {
+            out.extend_from_slice(b",\"dropped_fields\":");
+            push_u64(&mut out, dropped);
+        }
         out.push(b'}');
         out
     }
+}
+
+/// `s` cut to [`MAX_HEAD_STR`] bytes on a character boundary.
+fn cut(s: &str) -> &str {
+    if s.len() <= MAX_HEAD_STR {
+        return s;
+    }
+    let mut end = MAX_HEAD_STR;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 fn thread_name_json() -> String {
     let t = std::thread::current();
     let mut s = String::new();
     match t.name() {
-        Some(name) => push_json_str(&mut s, name),
+        Some(name) => push_json_str(&mut s, cut(name)),
         None => push_json_str(&mut s, &format!("{:?}", t.id())),
     }
     s
