@@ -13,6 +13,13 @@ cargo check -q -p logcollect --no-default-features
 cargo check -q -p logcollect --no-default-features --features log
 cargo check -q -p logcollect --no-default-features --features tracing
 echo "== cargo test (unit, doc, integration against the real broker)"
-cargo test --workspace --all-features
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+cargo test --workspace --all-features 2>&1 | tee "$out"
 echo "== examples build"
 cargo build -q --workspace --examples --bins
+
+# One closing line for the whole run: cargo's own last line is a crate's doc
+# tests, often "0 passed", which says nothing about the run.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$out"
