@@ -9,7 +9,6 @@
 //! head -1`) is success, as in ripgrep.
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
-mod amqp;
 mod output;
 mod send;
 mod tail;
@@ -20,7 +19,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use logcollect::{Config, ConfigBuilder, ErrorKind, DEFAULT_BROKER_URI};
+use logcollect::{Config, ConfigBuilder, ErrorKind};
 
 /// Exit code of a usage or configuration error (clap uses it too).
 const EXIT_USAGE: u8 = 2;
@@ -105,22 +104,14 @@ struct Common {
 impl Common {
     /// The configuration: these flags, then `LOGCOLLECT_*` for what they
     /// leave unset (code settings win), with `adjust` applied last.
-    ///
-    /// Also returns the raw broker URI text, which `tail` needs to connect
-    /// (see `amqp::lapin_uris`).
     fn config(
         &self,
         adjust: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
-    ) -> anyhow::Result<(Config, String)> {
-        // The same precedence as `ConfigBuilder::env`: flag, then a non-blank
-        // variable, then the default. Passing it explicitly keeps the parsed
-        // list and this text the same.
-        let raw_uri = self
-            .broker_uri
-            .clone()
-            .or_else(|| env_value("LOGCOLLECT_BROKER_URI"))
-            .unwrap_or_else(|| DEFAULT_BROKER_URI.to_owned());
-        let mut builder = Config::builder().broker_uri(raw_uri.clone());
+    ) -> anyhow::Result<Config> {
+        let mut builder = Config::builder();
+        if let Some(uri) = &self.broker_uri {
+            builder = builder.broker_uri(uri.clone());
+        }
         if let Some(exchange) = &self.exchange {
             builder = builder.exchange(exchange.clone());
         }
@@ -133,8 +124,7 @@ impl Common {
         if let Some(auto_delete) = self.auto_delete {
             builder = builder.auto_delete(auto_delete);
         }
-        let config = adjust(builder.env()?).build()?;
-        Ok((config, raw_uri))
+        Ok(adjust(builder.env()?).build()?)
     }
 }
 

@@ -82,7 +82,7 @@ pub(crate) fn run(args: SendArgs) -> anyhow::Result<()> {
     // debug`; here the level is chosen per command, so only an explicit
     // LOGCOLLECT_LEVEL filters.
     let level_from_env = env_value("LOGCOLLECT_LEVEL");
-    let (config, _) = args.common.config(|b| {
+    let config = args.common.config(|b| {
         if level_from_env.is_some() {
             b
         } else {

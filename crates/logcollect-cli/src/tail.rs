@@ -15,7 +15,7 @@ use lapin::{Channel, Connection, ExchangeKind};
 use logcollect::{BrokerUri, Config};
 
 use crate::output::{self, Rendered};
-use crate::{amqp, Common, UsageError};
+use crate::{Common, UsageError};
 
 /// How long closing the connection may take once we are done: the broker
 /// drops the exclusive queue with the connection anyway, so don't linger.
@@ -57,7 +57,7 @@ pub(crate) struct TailArgs {
 }
 
 pub(crate) fn run(args: TailArgs) -> anyhow::Result<()> {
-    let (config, raw_uri) = args.common.config(|b| b)?;
+    let config = args.common.config(|b| b)?;
     let bindings = if args.bind.is_empty() {
         vec![format!("{}.#", config.routing_key())]
     } else {
@@ -72,14 +72,13 @@ pub(crate) fn run(args: TailArgs) -> anyhow::Result<()> {
             .into());
         }
     }
-    let brokers = amqp::lapin_uris(config.brokers(), &raw_uri)?;
     let view = View {
         json: args.json,
         count: args.count,
     };
     crate::runtime()?.block_on(async {
         tokio::select! {
-            result = tail(&config, brokers, &bindings, view) => result,
+            result = tail(&config, &bindings, view) => result,
             // Ctrl-C is how one stops tailing: success, quietly.
             signal = tokio::signal::ctrl_c() => signal.context("cannot listen for Ctrl-C"),
         }
@@ -93,14 +92,9 @@ struct View {
     count: Option<u64>,
 }
 
-async fn tail(
-    config: &Config,
-    brokers: Vec<(BrokerUri, lapin::uri::AMQPUri)>,
-    bindings: &[String],
-    view: View,
-) -> anyhow::Result<()> {
+async fn tail(config: &Config, bindings: &[String], view: View) -> anyhow::Result<()> {
     let name = format!("logcollect tail pid {}", std::process::id());
-    let (conn, broker) = amqp::connect(brokers, &name).await?;
+    let (conn, broker) = connect_any(config, &name).await?;
     let result = listen(&conn, &broker, config, bindings, view).await;
     let _ = tokio::time::timeout(
         CLOSE_TIMEOUT,
@@ -204,7 +198,7 @@ async fn declare_exchange(conn: &Connection, config: &Config) -> anyhow::Result<
         .await
     {
         Ok(()) => Ok(channel),
-        Err(e) if amqp::is_soft(&e, AMQPSoftError::PRECONDITIONFAILED) => {
+        Err(e) if logcollect::amqp::is_soft_error(&e, AMQPSoftError::PRECONDITIONFAILED) => {
             note(&format!(
                 "exchange {exchange} already exists with other settings than topic, durable={}, \
                  auto_delete={} ({e}); listening to it as it is",
@@ -248,4 +242,22 @@ fn print_line(line: &str) -> anyhow::Result<()> {
 /// A message for the person running tail, on standard error.
 fn note(text: &str) {
     let _ = writeln!(io::stderr(), "logcollect tail: {text}");
+}
+
+/// Connects to the first broker of the failover list that answers, in order.
+async fn connect_any(
+    config: &Config,
+    name: &str,
+) -> anyhow::Result<(lapin::Connection, BrokerUri)> {
+    let mut failures = Vec::new();
+    for broker in config.brokers().iter() {
+        let timeout = broker
+            .connection_timeout()
+            .unwrap_or(config.connect_timeout());
+        match logcollect::amqp::connect(broker, name, timeout).await {
+            Ok(conn) => return Ok((conn, broker.clone())),
+            Err(why) => failures.push(format!("{broker}: {why}")),
+        }
+    }
+    anyhow::bail!("cannot connect: {}", failures.join("; "))
 }

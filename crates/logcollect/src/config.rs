@@ -170,6 +170,18 @@ impl Config {
     pub fn tags(&self) -> &[String] {
         &self.tags
     }
+    /// Bound on one connection attempt.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+    /// First reconnect delay.
+    pub fn reconnect_min(&self) -> Duration {
+        self.reconnect_min
+    }
+    /// Reconnect delay cap.
+    pub fn reconnect_max(&self) -> Duration {
+        self.reconnect_max
+    }
     /// Targets never shipped (prefix match at module boundaries).
     pub fn ignored_targets(&self) -> &[String] {
         &self.ignored_targets

@@ -73,6 +73,7 @@ mod report;
 mod ship;
 mod uri;
 
+pub mod amqp;
 pub mod boot;
 mod front;
 

@@ -167,10 +167,11 @@ impl BrokerUri {
         format!("{}:{}", HostDisplay(&self.host), self.port)
     }
 
-    /// The same broker as lapin's URI type, built field by field: re-parsing a
-    /// formatted string would go through lapin's rules, which read the vhost
-    /// differently.
-    pub(crate) fn to_lapin(&self) -> lapin::uri::AMQPUri {
+    /// The same broker as lapin's URI type (password included), built field by
+    /// field: re-parsing a formatted string would go through lapin's rules,
+    /// which read the vhost differently. For tools that open their own
+    /// connection; see [`amqp::connect`](crate::amqp::connect).
+    pub fn to_lapin(&self) -> lapin::uri::AMQPUri {
         use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 
         AMQPUri {

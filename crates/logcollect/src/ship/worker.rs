@@ -12,11 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
-use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::protocol::AMQPSoftError;
 use lapin::types::FieldTable;
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event, ExchangeKind,
-};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, Event, ExchangeKind};
 use tokio::sync::mpsc;
 
 use super::{Control, Counters, Item};
@@ -188,12 +186,16 @@ impl Worker {
                     self.counters
                         .connect_failures
                         .fetch_add(1, Ordering::Relaxed);
-                    let msg = format!(
-                        "cannot connect to {broker}: {why}; retrying with backoff (up to {:?}); records are kept in memory meanwhile",
-                        self.cfg.reconnect_max
+                    // Stats keep the cause; stderr also says what happens next.
+                    let cause = format!("cannot connect to {broker}: {why}");
+                    self.counters.set_error(&cause);
+                    self.reporter.report(
+                        "connect",
+                        &format!(
+                            "{cause}; retrying with backoff (up to {:?}); records are kept in memory meanwhile",
+                            self.cfg.reconnect_max
+                        ),
                     );
-                    self.counters.set_error(&msg);
-                    self.reporter.report("connect", &msg);
                     self.broker_idx = self.broker_idx.wrapping_add(1);
                     let wait = jitter(delay);
                     delay = (delay * 2).min(self.cfg.reconnect_max);
@@ -530,23 +532,9 @@ fn jitter(d: Duration) -> Duration {
 
 /// Opens a connection and a confirm-mode channel, and declares the exchange.
 async fn connect(cfg: &Config, broker: &BrokerUri) -> Result<(Connection, Channel), String> {
-    let props = ConnectionProperties::default()
-        .with_connection_name(format!("logcollect {} pid {}", cfg.host, std::process::id()).into());
+    let name = format!("logcollect {} pid {}", cfg.host, std::process::id());
     let timeout = broker.connection_timeout().unwrap_or(cfg.connect_timeout);
-    let conn = match tokio::time::timeout(
-        timeout,
-        Connection::connect_uri(broker.to_lapin(), props),
-    )
-    .await
-    {
-        Err(_) => {
-            return Err(format!(
-                "no AMQP answer within {timeout:?} (is this a RabbitMQ port?)"
-            ))
-        }
-        Ok(Err(e)) => return Err(describe_connect(&e, broker)),
-        Ok(Ok(conn)) => conn,
-    };
+    let conn = crate::amqp::connect(broker, &name, timeout).await?;
     match open_channel(cfg, &conn).await {
         Ok(ch) => Ok((conn, ch)),
         Err(e) => {
@@ -574,7 +562,7 @@ async fn open_channel(cfg: &Config, conn: &Connection) -> Result<Channel, String
         .await
     {
         Ok(()) => Ok(channel),
-        Err(e) if is_soft(&e, AMQPSoftError::PRECONDITIONFAILED) => {
+        Err(e) if crate::amqp::is_soft_error(&e, AMQPSoftError::PRECONDITIONFAILED) => {
             // The exchange exists with another type or flags. Publishing to it
             // as it is beats losing every record (the Python library did).
             let msg = format!(
@@ -617,38 +605,6 @@ async fn confirm_channel(conn: &Connection) -> Result<Channel, String> {
         .await
         .map_err(|e| describe(&e))?;
     Ok(channel)
-}
-
-fn is_soft(e: &lapin::Error, kind: AMQPSoftError) -> bool {
-    matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if *p.kind() == AMQPErrorKind::Soft(kind))
-}
-
-/// A connection failure in words, with the fix where we know it.
-fn describe_connect(e: &lapin::Error, broker: &BrokerUri) -> String {
-    use lapin::protocol::AMQPHardError;
-    match e.kind() {
-        lapin::ErrorKind::IOError(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            format!(
-                "connection refused at {} (is RabbitMQ running and listening there?)",
-                broker.address()
-            )
-        }
-        lapin::ErrorKind::ProtocolError(p) => match p.kind() {
-            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => format!(
-                "login refused for user {:?}: wrong user or password ({})",
-                broker.user(),
-                p.get_message()
-            ),
-            AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => format!(
-                "vhost {:?} does not exist or user {:?} may not use it ({})",
-                broker.vhost(),
-                broker.user(),
-                p.get_message()
-            ),
-            _ => describe(e),
-        },
-        _ => describe(e),
-    }
 }
 
 fn describe(e: &lapin::Error) -> String {
