@@ -75,6 +75,7 @@ mod uri;
 
 pub mod amqp;
 pub mod boot;
+pub mod correlation;
 mod front;
 
 pub use config::{

@@ -1,0 +1,1 @@
+//! Correlation ids (placeholder, filled in by the correlation work of issue 4).
