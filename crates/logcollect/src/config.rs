@@ -37,6 +37,9 @@ pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// Default bound on one connection attempt (TCP + AMQP handshake), so a
 /// listener that never answers cannot stall the shipper.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cap on the disk spool's size. 256 MiB holds about a million
+/// typical (250-byte) records.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
 /// Default Logstash `type` field.
 pub const DEFAULT_TYPE: &str = "Logstash";
 /// Targets whose records are never shipped by default: our own crate and the
@@ -79,6 +82,8 @@ pub const DEFAULT_IGNORED_TARGETS: &[&str] = &[
 /// | `type_name` | [`DEFAULT_TYPE`] (`Logstash`) | `LOGCOLLECT_TYPE` |
 /// | `host` | the machine's host name | `LOGCOLLECT_HOST` |
 /// | `ignored_targets` | [`DEFAULT_IGNORED_TARGETS`] | — |
+/// | `spool_dir` | none (no spool) | `LOGCOLLECT_SPOOL_DIR` |
+/// | `spool_max_bytes` | [`DEFAULT_SPOOL_MAX_BYTES`] (256 MiB) | `LOGCOLLECT_SPOOL_MAX_BYTES` |
 #[derive(Clone)]
 pub struct Config {
     pub(crate) brokers: BrokerList,
@@ -99,6 +104,8 @@ pub struct Config {
     pub(crate) type_name: String,
     pub(crate) host: String,
     pub(crate) ignored_targets: Vec<String>,
+    pub(crate) spool_dir: Option<std::path::PathBuf>,
+    pub(crate) spool_max_bytes: u64,
 }
 
 impl Config {
@@ -182,6 +189,14 @@ impl Config {
     pub fn reconnect_max(&self) -> Duration {
         self.reconnect_max
     }
+    /// The disk spool's directory, when the spool is on.
+    pub fn spool_dir(&self) -> Option<&std::path::Path> {
+        self.spool_dir.as_deref()
+    }
+    /// Cap on the spool's size in bytes.
+    pub fn spool_max_bytes(&self) -> u64 {
+        self.spool_max_bytes
+    }
     /// Targets never shipped (prefix match at module boundaries).
     pub fn ignored_targets(&self) -> &[String] {
         &self.ignored_targets
@@ -239,6 +254,8 @@ pub struct ConfigBuilder {
     type_name: Option<String>,
     host: Option<String>,
     ignored_targets: Option<Vec<String>>,
+    spool_dir: Option<std::path::PathBuf>,
+    spool_max_bytes: Option<u64>,
 }
 
 impl fmt::Debug for ConfigBuilder {
@@ -333,6 +350,19 @@ impl ConfigBuilder {
         self.ignored_targets = Some(targets.into_iter().map(Into::into).collect());
         self
     }
+    /// Turns the disk spool on: records the broker cannot take yet (broker
+    /// away, queue backlog, shutdown deadline) are kept in `dir` and replayed
+    /// in order, also by the next process that uses the same directory.
+    #[must_use]
+    pub fn spool_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.spool_dir = Some(dir.into());
+        self
+    }
+    setter!(
+        /// Cap on the spool's size in bytes (at least 1 MiB); beyond it the
+        /// oldest records are dropped and counted.
+        spool_max_bytes: u64
+    );
     setter!(
         /// Declare the exchange durable and publish persistent messages.
         durable: bool
@@ -426,6 +456,16 @@ impl ConfigBuilder {
                 Some(parse_num("LOGCOLLECT_CONFIRM_WINDOW", &v)?),
             );
         }
+        fill(
+            &mut self.spool_dir,
+            get("LOGCOLLECT_SPOOL_DIR").map(Into::into),
+        );
+        if let Some(v) = get("LOGCOLLECT_SPOOL_MAX_BYTES") {
+            fill(
+                &mut self.spool_max_bytes,
+                Some(parse_num("LOGCOLLECT_SPOOL_MAX_BYTES", &v)? as u64),
+            );
+        }
         if let Some(v) = get("LOGCOLLECT_SHUTDOWN_TIMEOUT") {
             fill(
                 &mut self.shutdown_timeout,
@@ -484,6 +524,10 @@ impl ConfigBuilder {
                 format!("reconnect_min ({reconnect_min:?}) must be above zero and at most reconnect_max ({reconnect_max:?})")
             },
         )?;
+        let spool_max_bytes = self.spool_max_bytes.unwrap_or(DEFAULT_SPOOL_MAX_BYTES);
+        check(spool_max_bytes >= 1 << 20, || {
+            format!("spool_max_bytes {spool_max_bytes} is below the 1 MiB minimum")
+        })?;
         let activity_identity = self.activity_identity.unwrap_or_default();
         for (k, _) in &activity_identity {
             check(!k.is_empty(), || {
@@ -514,6 +558,8 @@ impl ConfigBuilder {
                     .map(|s| (*s).to_owned())
                     .collect()
             }),
+            spool_dir: self.spool_dir,
+            spool_max_bytes,
         })
     }
 }
@@ -624,6 +670,8 @@ mod tests {
         assert_eq!(c.host(), default_host());
         assert!(c.ignored_targets().iter().any(|t| t == "lapin"));
         assert!(c.ignored_targets().iter().any(|t| t == "amq_protocol"));
+        assert_eq!(c.spool_dir(), None);
+        assert_eq!(c.spool_max_bytes(), 256 << 20);
     }
 
     #[test]
@@ -642,6 +690,8 @@ mod tests {
                 ("LOGCOLLECT_SHUTDOWN_TIMEOUT", "0.5"),
                 ("LOGCOLLECT_QUEUE_CAPACITY", "10_000"),
                 ("LOGCOLLECT_TAGS", "a, b"),
+                ("LOGCOLLECT_SPOOL_DIR", "/var/spool/lc"),
+                ("LOGCOLLECT_SPOOL_MAX_BYTES", "2000000"),
             ]))
             .unwrap()
             .build()
@@ -664,6 +714,8 @@ mod tests {
         assert_eq!(c.shutdown_timeout(), Duration::from_millis(500));
         assert_eq!(c.queue_capacity(), 10_000);
         assert_eq!(c.tags(), &["a".to_owned(), "b".to_owned()]);
+        assert_eq!(c.spool_dir(), Some(std::path::Path::new("/var/spool/lc")));
+        assert_eq!(c.spool_max_bytes(), 2_000_000);
     }
 
     #[test]

@@ -34,7 +34,7 @@
 //! | `log` | yes | [`LogcollectLogger`], a `log::Log` |
 //! | `tracing` | yes | [`LogcollectLayer`], a `tracing_subscriber::Layer` |
 //!
-//! MSRV: Rust 1.88 (that of the AMQP client, lapin).
+//! MSRV: Rust 1.89 (for `File::try_lock`, which guards the spool directory).
 //!
 //! ## Record fields
 //!
@@ -82,7 +82,7 @@ pub use config::{
     Config, ConfigBuilder, DEFAULT_AUTO_DELETE, DEFAULT_CONFIRM_WINDOW, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DURABLE, DEFAULT_EXCHANGE, DEFAULT_IGNORED_TARGETS, DEFAULT_LEVEL,
     DEFAULT_MAX_RECORD_BYTES, DEFAULT_QUEUE_CAPACITY, DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN,
-    DEFAULT_ROUTING_KEY, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TYPE,
+    DEFAULT_ROUTING_KEY, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPOOL_MAX_BYTES, DEFAULT_TYPE,
 };
 pub use encode::RENAMED_KEY_PREFIX;
 pub use error::{Error, ErrorKind, ShutdownError};

@@ -1,5 +1,6 @@
 //! The shipper handle, its guard, flush/shutdown and the stats.
 
+mod spool;
 mod worker;
 
 use std::fmt;
@@ -66,6 +67,14 @@ pub(crate) struct Counters {
     pub(crate) connect_failures: AtomicU64,
     pub(crate) connection_losses: AtomicU64,
     pub(crate) in_flight: AtomicU64,
+    pub(crate) spooled: AtomicU64,
+    pub(crate) spool_synced: AtomicU64,
+    pub(crate) replayed: AtomicU64,
+    pub(crate) recovered: AtomicU64,
+    pub(crate) spool_dropped: AtomicU64,
+    pub(crate) spool_corrupt: AtomicU64,
+    pub(crate) spool_bytes: AtomicU64,
+    pub(crate) kept_in_spool_at_shutdown: AtomicU64,
     pub(crate) connected: AtomicBool,
     pub(crate) blocked: AtomicBool,
     pub(crate) last_error: Mutex<Option<String>>,
@@ -117,6 +126,26 @@ pub struct Stats {
     pub connection_losses: u64,
     /// Published records awaiting their confirm right now.
     pub in_flight: u64,
+    /// Records written to the disk spool (broker away, queue backlog, or
+    /// shutdown deadline).
+    pub spooled: u64,
+    /// Of those, made durable (fsync) so far.
+    pub spool_synced: u64,
+    /// Records published from the spool (this process's and earlier ones').
+    pub replayed: u64,
+    /// Records an earlier process left in the spool, confirmed by this one
+    /// (not counted in `accepted` nor `confirmed`).
+    pub recovered: u64,
+    /// Unread spool records deleted because the spool was over its byte cap
+    /// (oldest first).
+    pub spool_dropped: u64,
+    /// Torn or corrupt spool records skipped (a crash mid-write).
+    pub spool_corrupt: u64,
+    /// Bytes in the spool directory right now.
+    pub spool_bytes: u64,
+    /// Accepted records not delivered by the shutdown deadline but kept in
+    /// the spool for the next process.
+    pub kept_in_spool_at_shutdown: u64,
     /// Whether the shipper is connected right now.
     pub connected: bool,
     /// Whether the broker is blocking publishers right now (memory or disk alarm).
@@ -131,6 +160,7 @@ impl Stats {
         self.accepted
             .saturating_sub(self.confirmed)
             .saturating_sub(self.undelivered_at_shutdown)
+            .saturating_sub(self.kept_in_spool_at_shutdown)
     }
     /// Everything that was lost or refused, all causes together.
     pub fn lost(&self) -> u64 {
@@ -139,6 +169,7 @@ impl Stats {
             + self.dropped_after_shutdown
             + self.dropped_reentrant
             + self.undelivered_at_shutdown
+            + self.spool_dropped
     }
 }
 
@@ -362,6 +393,14 @@ impl Shipper {
             connect_failures: l(&c.connect_failures),
             connection_losses: l(&c.connection_losses),
             in_flight: l(&c.in_flight),
+            spooled: l(&c.spooled),
+            spool_synced: l(&c.spool_synced),
+            replayed: l(&c.replayed),
+            recovered: l(&c.recovered),
+            spool_dropped: l(&c.spool_dropped),
+            spool_corrupt: l(&c.spool_corrupt),
+            spool_bytes: l(&c.spool_bytes),
+            kept_in_spool_at_shutdown: l(&c.kept_in_spool_at_shutdown),
             connected: c.connected.load(Ordering::Relaxed),
             blocked: c.blocked.load(Ordering::Relaxed),
             last_error: c.last_error.lock().ok().and_then(|e| e.clone()),
@@ -446,6 +485,18 @@ impl Shipper {
             }
         }
         let stats = self.stats();
+        if stats.kept_in_spool_at_shutdown > 0 {
+            crate::report::eprint_line(&format!(
+                "shutdown: {} record(s) not yet confirmed are kept in the spool {} and will be sent by the next process using it",
+                stats.kept_in_spool_at_shutdown,
+                inner
+                    .config
+                    .spool_dir
+                    .as_deref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default()
+            ));
+        }
         if stats.lost() > 0 {
             let why = stats
                 .last_error
@@ -458,7 +509,7 @@ impl Shipper {
             ));
         }
         match undelivered {
-            Some(0) => Ok(()),
+            Some(0) if stats.kept_in_spool_at_shutdown == 0 => Ok(()),
             _ => Err(ShutdownError::Timeout),
         }
     }

@@ -17,6 +17,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, Event, ExchangeKind};
 use tokio::sync::mpsc;
 
+use super::spool::{SegId, Spool};
 use super::{Control, Counters, Item};
 use crate::config::Config;
 use crate::encode::Encoded;
@@ -30,7 +31,32 @@ struct Pending {
     rec: Encoded,
     /// Published at least once already (a new publish is a republish).
     sent: bool,
+    /// The spool segment it was read from (acknowledged on confirm).
+    origin: Option<SegId>,
+    /// Left in the spool by an earlier process (not in this one's `accepted`).
+    inherited: bool,
 }
+
+impl Pending {
+    fn new(rec: Encoded) -> Self {
+        Pending {
+            rec,
+            sent: false,
+            origin: None,
+            inherited: false,
+        }
+    }
+}
+
+/// While spooling because of a backlog, records go to disk once the queue
+/// holds more than this share of its capacity (three quarters): early enough
+/// that callers rarely see a full queue, late enough that a short burst does
+/// not touch the disk.
+const SPILL_NUMERATOR: usize = 3;
+const SPILL_DENOMINATOR: usize = 4;
+/// Spooled records are synced to disk at least this often under load (and at
+/// once whenever the queue runs empty).
+const SPOOL_SYNC_INTERVAL: Duration = Duration::from_millis(200);
 
 struct FlushWaiter {
     id: u64,
@@ -62,6 +88,19 @@ pub(crate) struct Worker {
     early_markers: Vec<(u64, u64)>,
     shutdown: Option<(Instant, Option<std::sync::mpsc::SyncSender<u64>>)>,
     broker_idx: usize,
+    spool: Option<Spool>,
+    /// Positions in the spool: records ever written to it (those an earlier
+    /// process left included) and records read back.
+    spool_written: u64,
+    spool_read: u64,
+    /// Records of an earlier process still to be read first.
+    inherited_left: u64,
+    /// This process's records written to the spool and not read back yet.
+    own_unread: u64,
+    last_sync: Instant,
+    /// Flush markers pulled while records before them sit in the spool:
+    /// `(id, spool position they follow)`.
+    deferred_markers: Vec<(u64, u64)>,
 }
 
 enum Outcome {
@@ -93,6 +132,150 @@ impl Worker {
             early_markers: Vec::new(),
             shutdown: None,
             broker_idx: 0,
+            spool: None,
+            spool_written: 0,
+            spool_read: 0,
+            inherited_left: 0,
+            own_unread: 0,
+            last_sync: Instant::now(),
+            deferred_markers: Vec::new(),
+        }
+    }
+
+    /// Opens the spool when configured; a spool that cannot be opened is
+    /// reported and the shipper goes on without it.
+    fn open_spool(&mut self) {
+        let Some(dir) = self.cfg.spool_dir.clone() else {
+            return;
+        };
+        match Spool::open(&dir, self.cfg.spool_max_bytes, self.counters.clone()) {
+            Ok(spool) => {
+                let inherited = spool.unread();
+                if inherited > 0 {
+                    crate::report::eprint_line(&format!(
+                        "spool {}: {inherited} record(s) left by an earlier process will be sent first",
+                        dir.display()
+                    ));
+                }
+                self.inherited_left = inherited;
+                self.spool_written = inherited;
+                self.spool = Some(spool);
+            }
+            Err(e) => {
+                let msg = format!(
+                    "cannot use the spool directory {}: {e}; going on without a spool (records wait in memory only)",
+                    dir.display()
+                );
+                self.counters.set_error(&msg);
+                crate::report::eprint_line(&msg);
+            }
+        }
+    }
+
+    fn spool_has_unread(&self) -> bool {
+        self.spool.as_ref().is_some_and(Spool::has_unread)
+    }
+
+    /// Whether new records should go to the spool now: it already holds
+    /// unread records (order is kept through the disk), or the queue backs up.
+    fn spilling(&self) -> bool {
+        self.spool.is_some()
+            && (self.spool_has_unread()
+                || self.rx.len() * SPILL_DENOMINATOR > self.cfg.queue_capacity * SPILL_NUMERATOR)
+    }
+
+    /// Writes a record to the spool; `false` when that failed (it was counted
+    /// and reported, and the caller keeps the record in memory).
+    fn spool_record(&mut self, rec: &Encoded) -> bool {
+        let Some(spool) = self.spool.as_mut() else {
+            return false;
+        };
+        match spool.append(rec) {
+            Ok(()) => {
+                self.spool_written += 1;
+                self.own_unread += 1;
+                if self.rx.is_empty() || self.last_sync.elapsed() >= SPOOL_SYNC_INTERVAL {
+                    self.sync_spool();
+                }
+                true
+            }
+            Err(e) => {
+                let msg = format!("cannot write to the spool: {e}; keeping records in memory");
+                self.counters.set_error(&msg);
+                self.reporter.report("spool-write", &msg);
+                false
+            }
+        }
+    }
+
+    fn sync_spool(&mut self) {
+        if let Some(spool) = self.spool.as_mut() {
+            spool.sync();
+            self.last_sync = Instant::now();
+            self.counters.spool_synced.store(
+                self.counters.spooled.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// The next spooled record as a pending publish, or `None` when the
+    /// reader caught up (then every deferred flush marker is resolved).
+    fn next_from_spool(&mut self) -> Option<(u64, Pending)> {
+        let next = self.spool.as_mut().and_then(Spool::next);
+        let Some((seg, rec)) = next else {
+            self.own_unread = 0;
+            self.resolve_deferred(true);
+            return None;
+        };
+        let inherited = self.inherited_left > 0;
+        if inherited {
+            self.inherited_left -= 1;
+        } else {
+            self.own_unread = self.own_unread.saturating_sub(1);
+        }
+        self.spool_read += 1;
+        let idx = self.pulled;
+        self.pulled += 1;
+        self.resolve_deferred(false);
+        Some((
+            idx,
+            Pending {
+                rec,
+                sent: false,
+                origin: Some(seg),
+                inherited,
+            },
+        ))
+    }
+
+    /// Gives deferred flush markers their pull index once the spool reader
+    /// passed their position (or, with `all`, caught up altogether).
+    fn resolve_deferred(&mut self, all: bool) {
+        if self.deferred_markers.is_empty() {
+            return;
+        }
+        let read = self.spool_read;
+        let upto = self.pulled;
+        let mut resolved = Vec::new();
+        self.deferred_markers.retain(|&(id, pos)| {
+            if all || read >= pos {
+                resolved.push(id);
+                false
+            } else {
+                true
+            }
+        });
+        for id in resolved {
+            self.set_marker(id, upto);
+        }
+        self.check_flushes();
+    }
+
+    fn set_marker(&mut self, id: u64, upto: u64) {
+        match self.flushes.iter_mut().find(|w| w.id == id) {
+            Some(w) => w.upto = Some(upto),
+            None => self.early_markers.push((id, upto)),
         }
     }
 
@@ -112,6 +295,7 @@ impl Worker {
                 return;
             }
         };
+        self.open_spool();
         rt.block_on(self.main());
         self.finish();
     }
@@ -129,7 +313,7 @@ impl Worker {
                 tokio::pin!(attempt);
                 loop {
                     let deadline = self.deadline();
-                    let room = self.retry.len() < self.cfg.confirm_window;
+                    let room = self.spool.is_some() || self.retry.len() < self.cfg.confirm_window;
                     tokio::select! {
                         r = &mut attempt => break Some(r),
                         c = self.ctrl.recv(), if self.ctrl_open => self.on_control(c),
@@ -212,7 +396,7 @@ impl Worker {
         let until = tokio::time::Instant::now() + wait;
         loop {
             let deadline = self.deadline();
-            let room = self.retry.len() < self.cfg.confirm_window;
+            let room = self.spool.is_some() || self.retry.len() < self.cfg.confirm_window;
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return !self.done(),
                 c = self.ctrl.recv(), if self.ctrl_open => self.on_control(c),
@@ -225,30 +409,40 @@ impl Worker {
         }
     }
 
-    /// While offline, up to `confirm_window` records are pulled into the
-    /// retry buffer (so flush markers can pass); the rest wait in the bounded
+    /// While offline, every record goes to the spool when there is one;
+    /// without one, up to `confirm_window` records are pulled into the retry
+    /// buffer (so flush markers can pass) and the rest wait in the bounded
     /// queue, which keeps memory bounded whatever the broker does.
     fn on_pulled_offline(&mut self, item: Option<Item>) {
         if let Some(item) = item {
-            self.take_item(item);
+            let spool = self.spool.is_some();
+            self.take_item(item, spool);
         }
     }
 
-    fn take_item(&mut self, item: Item) -> Option<u64> {
+    /// Takes an item from the queue: to the spool (`to_spool`) or into the
+    /// retry buffer with the next pull index (returned).
+    fn take_item(&mut self, item: Item, to_spool: bool) -> Option<u64> {
         match item {
             Item::Marker(id) => {
-                let upto = self.pulled;
-                match self.flushes.iter_mut().find(|w| w.id == id) {
-                    Some(w) => w.upto = Some(upto),
-                    None => self.early_markers.push((id, upto)),
+                if self.spool_has_unread() {
+                    // Records before the marker are on disk: it resolves
+                    // once the reader has passed them.
+                    self.deferred_markers.push((id, self.spool_written));
+                } else {
+                    let upto = self.pulled;
+                    self.set_marker(id, upto);
+                    self.check_flushes();
                 }
-                self.check_flushes();
                 None
             }
             Item::Record(rec) => {
+                if to_spool && self.spool_record(&rec) {
+                    return None;
+                }
                 let idx = self.pulled;
                 self.pulled += 1;
-                self.retry.insert(idx, Pending { rec, sent: false });
+                self.retry.insert(idx, Pending::new(rec));
                 Some(idx)
             }
         }
@@ -325,7 +519,10 @@ impl Worker {
             None => false,
             Some((deadline, _)) => {
                 Instant::now() >= *deadline
-                    || (self.retry.is_empty() && self.unconfirmed.is_empty() && self.rx.is_empty())
+                    || (self.retry.is_empty()
+                        && self.unconfirmed.is_empty()
+                        && self.rx.is_empty()
+                        && !self.spool_has_unread())
             }
         }
     }
@@ -347,6 +544,8 @@ impl Worker {
             let can_publish = !blocked && self.unconfirmed.len() < window;
             let has_retry = !self.retry.is_empty();
             let deadline = self.deadline();
+            let spilling = self.spilling();
+            let spool_unread = self.spool_has_unread();
             tokio::select! {
                 biased;
                 c = self.ctrl.recv(), if self.ctrl_open => self.on_control(c),
@@ -383,9 +582,20 @@ impl Worker {
                         }
                     }
                 }
-                item = self.rx.recv(), if can_publish && !has_retry => match item {
+                _ = std::future::ready(()), if can_publish && !has_retry && spool_unread => {
+                    if let Some((idx, p)) = self.next_from_spool() {
+                        self.counters.replayed.fetch_add(1, Ordering::Relaxed);
+                        if let Err(why) = self.publish(&channel, &exchange, idx, p, &mut confirms).await {
+                            return Outcome::Lost(why);
+                        }
+                    }
+                }
+                item = self.rx.recv(), if spilling || (can_publish && !has_retry) => match item {
+                    Some(item) if spilling => {
+                        self.take_item(item, true);
+                    }
                     Some(item) => {
-                        if let Some(idx) = self.take_item(item) {
+                        if let Some(idx) = self.take_item(item, false) {
                             if let Some(p) = self.retry.remove(&idx) {
                                 if let Err(why) = self.publish(&channel, &exchange, idx, p, &mut confirms).await {
                                     return Outcome::Lost(why);
@@ -472,7 +682,15 @@ impl Worker {
             }
             Ok(c) => {
                 if let Some(p) = self.unconfirmed.remove(&idx) {
-                    self.counters.confirmed.fetch_add(1, Ordering::Relaxed);
+                    if let (Some(seg), Some(spool)) = (p.origin, self.spool.as_mut()) {
+                        spool.ack(seg);
+                    }
+                    let counter = if p.inherited {
+                        &self.counters.recovered
+                    } else {
+                        &self.counters.confirmed
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     if let Confirmation::Ack(Some(_returned)) = c {
                         self.counters.unroutable.fetch_add(1, Ordering::Relaxed);
                         let msg = format!(
@@ -498,14 +716,35 @@ impl Worker {
     /// Counts and reports what is left, answers the shutdown caller.
     fn finish(&mut self) {
         self.rx.close();
-        let mut left = (self.retry.len() + self.unconfirmed.len()) as u64;
+        let mut left = 0u64;
+        let mut kept = 0u64;
+        let mut rest: Vec<Pending> = std::mem::take(&mut self.retry).into_values().collect();
+        rest.extend(std::mem::take(&mut self.unconfirmed).into_values());
         while let Ok(item) = self.rx.try_recv() {
-            if matches!(item, Item::Record(_)) {
+            if let Item::Record(rec) = item {
+                rest.push(Pending::new(rec));
+            }
+        }
+        for p in rest {
+            if p.origin.is_some() {
+                // Still in its spool segment, which is only deleted once
+                // every record in it is confirmed.
+                if !p.inherited {
+                    kept += 1;
+                }
+            } else if self.spool_record(&p.rec) {
+                kept += 1;
+                self.own_unread = self.own_unread.saturating_sub(1);
+            } else {
                 left += 1;
             }
         }
-        self.retry.clear();
-        self.unconfirmed.clear();
+        // This process's records written to the spool and never read back.
+        kept += self.own_unread;
+        self.sync_spool();
+        self.counters
+            .kept_in_spool_at_shutdown
+            .fetch_add(kept, Ordering::Relaxed);
         self.counters
             .undelivered_at_shutdown
             .fetch_add(left, Ordering::Relaxed);
