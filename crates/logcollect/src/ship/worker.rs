@@ -355,7 +355,10 @@ impl Worker {
                             self.counters
                                 .connection_losses
                                 .fetch_add(1, Ordering::Relaxed);
-                            let msg = format!("connection to {broker} lost: {why}; reconnecting ({} records to resend)", self.retry.len());
+                            let msg = format!(
+                                "connection to {broker} lost: {why}; reconnecting ({} unconfirmed records to resend)",
+                                self.retry.len() + self.unconfirmed.len()
+                            );
                             self.counters.set_error(&msg);
                             self.reporter.report("lost", &msg);
                             let _ = tokio::time::timeout(
