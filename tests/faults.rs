@@ -204,12 +204,6 @@ fn report(
         duplicates <= stats.republished + stats.replayed,
         "{name}: more duplicates than republishes"
     );
-    Outcome {
-        name,
-        sent,
-        missing,
-        duplicates,
-    }
 }
 
 fn shipper(exchange: &str, spool: Option<&std::path::Path>) -> Shipper {
