@@ -339,3 +339,25 @@ fn durability_conflict_is_reported_and_records_still_delivered() {
     shipper.shutdown(WAIT).unwrap();
     delete_exchange(&ex);
 }
+
+#[test]
+fn ten_megabyte_record_arrives_cut_to_the_cap_as_valid_json() {
+    let ex = unique("ship-huge");
+    let cap = Capture::topic(&ex, "logstash.#");
+    let shipper = Shipper::new(config(&ex).build().unwrap()).unwrap();
+    let huge = "é\u{1}\"".repeat(10 * 1024 * 1024 / 4);
+    shipper.submit(&Record::new(Level::Info, "huge", huge).field("k", "v"));
+    shipper.flush(WAIT).unwrap();
+    let m = &cap.take(1, WAIT)[0];
+    assert!(
+        m.raw.len() <= logcollect::DEFAULT_MAX_RECORD_BYTES,
+        "{}",
+        m.raw.len()
+    );
+    assert_eq!(m.field("truncated").as_bool(), Some(true));
+    assert!(m.field("original_bytes").as_u64().unwrap() > 10 * 1024 * 1024);
+    assert!(m.str("message").ends_with("…[truncated]"));
+    assert_eq!(m.str("k"), "v");
+    assert_eq!(shipper.stats().truncated, 1);
+    shipper.shutdown(WAIT).unwrap();
+}

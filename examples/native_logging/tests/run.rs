@@ -42,6 +42,12 @@ fn without_broker_exits_zero_within_deadline_and_says_what_was_lost() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("1 record(s) not delivered"), "{stderr}");
     assert!(stderr.contains("connection refused"), "{stderr}");
+    // Reported once per cause, not once per attempt or per record.
+    assert_eq!(
+        stderr.matches("cannot connect to").count(),
+        2,
+        "the report and the shutdown summary: {stderr}"
+    );
     assert!(
         !stderr.contains("pw-s3cret-xyz"),
         "password leaked: {stderr}"
