@@ -342,3 +342,80 @@ pub fn json_type(v: &serde_json::Value) -> &'static str {
         serde_json::Value::Object(_) => "object",
     }
 }
+
+/// Makes sure the local broker has a TLS listener on 127.0.0.1:5671 with a
+/// CA generated for the tests, and returns the CA's PEM path. The listener
+/// is added at run time (`rabbitmqctl eval`), so the broker's configuration
+/// is never changed; a broker restart drops it and the next call adds it again.
+pub fn ensure_tls_listener() -> std::path::PathBuf {
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = ONCE.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join("logcollect-test-tls");
+    let ca = dir.join("ca.pem");
+    if !dir.join("server.pem").exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{script}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 -subj '/CN=logcollect test CA'");
+        sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=localhost'");
+        sh("printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf");
+        sh("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 3650 -extfile ext.cnf");
+        // A second, unrelated CA: the "wrong CA" of the tests.
+        sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other-ca.pem -days 3650 -subj '/CN=some other CA'");
+        sh("chmod 755 . && chmod 644 *");
+    }
+    static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !STARTED.swap(true, Ordering::SeqCst) {
+        // A listener left by an earlier run may serve other certificates:
+        // start ours afresh, once per test process.
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args([
+                "eval",
+                "rabbit_networking:stop_tcp_listener({\"127.0.0.1\", 5671}).",
+            ])
+            .output();
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect("127.0.0.1:5671").is_ok() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "old TLS listener did not close"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    if std::net::TcpStream::connect("127.0.0.1:5671").is_err() {
+        let d = dir.display();
+        let expr = format!(
+            "rabbit_networking:start_ssl_listener({{\"127.0.0.1\", 5671}}, [{{cacertfile,\"{d}/ca.pem\"}},{{certfile,\"{d}/server.pem\"}},{{keyfile,\"{d}/server.key\"}},{{verify,verify_none}},{{fail_if_no_peer_cert,false}}], 1)."
+        );
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(["eval", &expr])
+            .output()
+            .expect("rabbitmqctl");
+        assert!(
+            out.status.success(),
+            "TLS listener: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect("127.0.0.1:5671").is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "TLS listener did not open"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    ca
+}

@@ -251,10 +251,7 @@ async fn connect_any(
 ) -> anyhow::Result<(lapin::Connection, BrokerUri)> {
     let mut failures = Vec::new();
     for broker in config.brokers().iter() {
-        let timeout = broker
-            .connection_timeout()
-            .unwrap_or(config.connect_timeout());
-        match logcollect::amqp::connect(broker, name, timeout).await {
+        match logcollect::amqp::connect(config, broker, name).await {
             Ok(conn) => return Ok((conn, broker.clone())),
             Err(why) => failures.push(format!("{broker}: {why}")),
         }

@@ -2,23 +2,41 @@
 //! open their own AMQP connection (the `logcollect` CLI's `tail`, for one).
 //! These functions expose lapin's types on purpose: that is their point.
 
-use std::time::Duration;
-
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::{Connection, ConnectionProperties};
 
+use crate::config::Config;
 use crate::uri::BrokerUri;
 
-/// Opens a connection to `broker`, giving up after `timeout` (TCP and AMQP
-/// handshake together). The error is in words, with the fix where we know
-/// it, and never contains the password.
+/// Opens a connection to `broker` (one of `config`'s brokers) with the
+/// configuration's TLS material, giving up after the broker's
+/// `connection_timeout` or the configuration's `connect_timeout` (TCP, TLS
+/// and AMQP handshakes together). The error is in words, with the fix where
+/// we know it, and never contains the password.
 pub async fn connect(
+    config: &Config,
     broker: &BrokerUri,
     connection_name: &str,
-    timeout: Duration,
 ) -> Result<Connection, String> {
+    let timeout = broker
+        .connection_timeout()
+        .unwrap_or(config.connect_timeout);
     let props = ConnectionProperties::default().with_connection_name(connection_name.into());
-    match tokio::time::timeout(timeout, Connection::connect_uri(broker.to_lapin(), props)).await {
+    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    let tls = OwnedTLSConfig {
+        identity: config
+            .tls
+            .identity
+            .as_ref()
+            .map(|(pem, key)| OwnedIdentity::PKCS8 {
+                pem: pem.clone(),
+                key: key.clone(),
+            }),
+        cert_chain: config.tls.ca_pem.clone(),
+    };
+    let attempt = Connection::connect_uri_with_config(broker.to_lapin(), props, tls, runtime);
+    match tokio::time::timeout(timeout, attempt).await {
         Err(_) => Err(format!(
             "no AMQP answer within {timeout:?} (is this a RabbitMQ port?)"
         )),
@@ -52,8 +70,18 @@ pub fn describe_connect_error(e: &lapin::Error, broker: &BrokerUri) -> String {
             ),
             _ => e.to_string(),
         },
+        _ if broker.is_tls() && is_certificate_error(e) => format!(
+            "TLS: the broker's certificate is not trusted ({e}); give its CA with tls_ca_file / LOGCOLLECT_TLS_CA_FILE"
+        ),
         _ => e.to_string(),
     }
+}
+
+fn is_certificate_error(e: &lapin::Error) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("certificate")
+        || text.contains("unknownissuer")
+        || text.contains("unknown issuer")
 }
 
 /// Whether `e` is the channel-level (soft) AMQP error `kind`, e.g.

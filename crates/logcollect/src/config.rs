@@ -84,6 +84,8 @@ pub const DEFAULT_IGNORED_TARGETS: &[&str] = &[
 /// | `ignored_targets` | [`DEFAULT_IGNORED_TARGETS`] | — |
 /// | `spool_dir` | none (no spool) | `LOGCOLLECT_SPOOL_DIR` |
 /// | `spool_max_bytes` | [`DEFAULT_SPOOL_MAX_BYTES`] (256 MiB) | `LOGCOLLECT_SPOOL_MAX_BYTES` |
+/// | `tls_ca_file` | none: the system's roots only (`amqps://`) | `LOGCOLLECT_TLS_CA_FILE` |
+/// | `tls_cert_file` / `tls_key_file` | none: no client certificate | `LOGCOLLECT_TLS_CERT_FILE` / `LOGCOLLECT_TLS_KEY_FILE` |
 #[derive(Clone)]
 pub struct Config {
     pub(crate) brokers: BrokerList,
@@ -106,6 +108,17 @@ pub struct Config {
     pub(crate) ignored_targets: Vec<String>,
     pub(crate) spool_dir: Option<std::path::PathBuf>,
     pub(crate) spool_max_bytes: u64,
+    pub(crate) tls: TlsFiles,
+}
+
+/// TLS material read at build time, so a missing file is a boot error and
+/// never a surprise at connect time.
+#[derive(Clone, Default)]
+pub(crate) struct TlsFiles {
+    /// Extra trusted CA certificates (PEM), added to the system's roots.
+    pub(crate) ca_pem: Option<String>,
+    /// Client certificate and PKCS#8 key (PEM).
+    pub(crate) identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Config {
@@ -189,6 +202,14 @@ impl Config {
     pub fn reconnect_max(&self) -> Duration {
         self.reconnect_max
     }
+    /// Whether a CA file was given for `amqps://` (added to the system roots).
+    pub fn has_tls_ca(&self) -> bool {
+        self.tls.ca_pem.is_some()
+    }
+    /// Whether a client certificate is presented on `amqps://`.
+    pub fn has_tls_client_cert(&self) -> bool {
+        self.tls.identity.is_some()
+    }
     /// The disk spool's directory, when the spool is on.
     pub fn spool_dir(&self) -> Option<&std::path::Path> {
         self.spool_dir.as_deref()
@@ -256,6 +277,9 @@ pub struct ConfigBuilder {
     ignored_targets: Option<Vec<String>>,
     spool_dir: Option<std::path::PathBuf>,
     spool_max_bytes: Option<u64>,
+    tls_ca_file: Option<std::path::PathBuf>,
+    tls_cert_file: Option<std::path::PathBuf>,
+    tls_key_file: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for ConfigBuilder {
@@ -356,6 +380,26 @@ impl ConfigBuilder {
     #[must_use]
     pub fn spool_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.spool_dir = Some(dir.into());
+        self
+    }
+    /// A PEM file of CA certificates trusted for `amqps://`, in addition to
+    /// the system's roots (for a broker with a private CA). Verification is
+    /// never turned off, and there is no fallback to plain text.
+    #[must_use]
+    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
+        self
+    }
+    /// A PEM client certificate for `amqps://` (with [`tls_key_file`](Self::tls_key_file)).
+    #[must_use]
+    pub fn tls_cert_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_cert_file = Some(path.into());
+        self
+    }
+    /// The PEM (PKCS#8) private key of the client certificate.
+    #[must_use]
+    pub fn tls_key_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_key_file = Some(path.into());
         self
     }
     setter!(
@@ -460,6 +504,13 @@ impl ConfigBuilder {
             &mut self.spool_dir,
             get("LOGCOLLECT_SPOOL_DIR").map(Into::into),
         );
+        for (slot, var) in [
+            (&mut self.tls_ca_file, "LOGCOLLECT_TLS_CA_FILE"),
+            (&mut self.tls_cert_file, "LOGCOLLECT_TLS_CERT_FILE"),
+            (&mut self.tls_key_file, "LOGCOLLECT_TLS_KEY_FILE"),
+        ] {
+            fill(slot, get(var).map(Into::into));
+        }
         if let Some(v) = get("LOGCOLLECT_SPOOL_MAX_BYTES") {
             fill(
                 &mut self.spool_max_bytes,
@@ -528,6 +579,11 @@ impl ConfigBuilder {
         check(spool_max_bytes >= 1 << 20, || {
             format!("spool_max_bytes {spool_max_bytes} is below the 1 MiB minimum")
         })?;
+        let tls = read_tls(
+            self.tls_ca_file.as_deref(),
+            self.tls_cert_file.as_deref(),
+            self.tls_key_file.as_deref(),
+        )?;
         let activity_identity = self.activity_identity.unwrap_or_default();
         for (k, _) in &activity_identity {
             check(!k.is_empty(), || {
@@ -560,8 +616,50 @@ impl ConfigBuilder {
             }),
             spool_dir: self.spool_dir,
             spool_max_bytes,
+            tls,
         })
     }
+}
+
+fn read_tls(
+    ca: Option<&std::path::Path>,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Result<TlsFiles, Error> {
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| {
+            Error::with_source(
+                ErrorKind::InvalidConfig,
+                format!("cannot read the TLS {what} file {}", p.display()),
+                e,
+            )
+        })
+    };
+    let ca_pem = match ca {
+        Some(p) => {
+            let text = String::from_utf8(read("CA", p)?)
+                .ok()
+                .filter(|t| t.contains("-----BEGIN CERTIFICATE-----"));
+            Some(text.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!("the TLS CA file {} holds no PEM certificate", p.display()),
+                )
+            })?)
+        }
+        None => None,
+    };
+    let identity = match (cert, key) {
+        (Some(c), Some(k)) => Some((read("client certificate", c)?, read("client key", k)?)),
+        (None, None) => None,
+        _ => {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "a TLS client certificate needs both tls_cert_file and tls_key_file",
+            ))
+        }
+    };
+    Ok(TlsFiles { ca_pem, identity })
 }
 
 fn default_host() -> String {

@@ -775,8 +775,7 @@ fn jitter(d: Duration) -> Duration {
 /// Opens a connection and a confirm-mode channel, and declares the exchange.
 async fn connect(cfg: &Config, broker: &BrokerUri) -> Result<(Connection, Channel), String> {
     let name = format!("logcollect {} pid {}", cfg.host, std::process::id());
-    let timeout = broker.connection_timeout().unwrap_or(cfg.connect_timeout);
-    let conn = crate::amqp::connect(broker, &name, timeout).await?;
+    let conn = crate::amqp::connect(cfg, broker, &name).await?;
     match open_channel(cfg, &conn).await {
         Ok(ch) => Ok((conn, ch)),
         Err(e) => {
