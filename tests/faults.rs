@@ -8,172 +8,13 @@
 //! always restore it, even when they fail.
 
 use std::collections::HashMap;
-use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use logcollect::{Level, Record, Shipper};
-use logcollect_tests::{config, delete_exchange, unique, AMQP_URL};
-
-const WAIT: Duration = Duration::from_secs(90);
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn ctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn broker_up() -> bool {
-    std::net::TcpStream::connect("127.0.0.1:5672").is_ok()
-}
-
-fn wait_broker_up() {
-    let t0 = Instant::now();
-    while !broker_up() {
-        assert!(t0.elapsed() < WAIT, "broker did not come back");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Puts the broker back the way the other tests expect it, whatever happens.
-struct Restore;
-impl Restore {
-    fn new() -> Restore {
-        // A previous run that died mid-fault must not leave it broken.
-        let _ = Command::new("rabbitmqctl")
-            .args(["-q", "start_app"])
-            .output();
-        let _ = Command::new("rabbitmqctl")
-            .args(["-q", "set_vm_memory_high_watermark", "0.4"])
-            .output();
-        wait_broker_up();
-        Restore
-    }
-}
-impl Drop for Restore {
-    fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
-            .args(["-q", "start_app"])
-            .output();
-        let _ = Command::new("rabbitmqctl")
-            .args(["-q", "set_vm_memory_high_watermark", "0.4"])
-            .output();
-        wait_broker_up();
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A durable queue bound to a durable topic exchange: it keeps what arrives
-/// while the broker restarts and nobody consumes.
-fn durable_capture(exchange: &str, queue: &str) {
-    rt().block_on(async {
-        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
-            .await
-            .unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        ch.exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        ch.queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        ch.queue_bind(
-            queue.into(),
-            exchange.into(),
-            "logstash.#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        let _ = conn.close(200, "bye".into()).await;
-    });
-}
-
-/// Counts of each record number in the queue, read until `n` distinct have
-/// arrived or the queue stays quiet; the queue and exchange are deleted.
-fn drain_counts(exchange: &str, queue: &str, n: u64) -> (HashMap<u64, u32>, HashMap<String, u32>) {
-    let counts = rt().block_on(async {
-        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
-            .await
-            .unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        ch.basic_qos(2000, BasicQosOptions::default())
-            .await
-            .unwrap();
-        let mut consumer = ch
-            .basic_consume(
-                queue.into(),
-                "drain".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let mut by_i: HashMap<u64, u32> = HashMap::new();
-        let mut by_id: HashMap<String, u32> = HashMap::new();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while (by_i.len() as u64) < n {
-            let next = tokio::time::timeout_at(
-                deadline.min(tokio::time::Instant::now() + Duration::from_secs(15)),
-                consumer.next(),
-            )
-            .await;
-            let Ok(Some(Ok(d))) = next else { break };
-            let v: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
-            // Records without a number are the memory-alarm test's probes.
-            if let Some(i) = v["i"].as_u64() {
-                *by_i.entry(i).or_default() += 1;
-            }
-            *by_id
-                .entry(v["record_id"].as_str().unwrap().to_owned())
-                .or_default() += 1;
-            let _ = d.acker.ack(BasicAckOptions::default()).await;
-        }
-        let _ = ch
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
-            .await;
-        let _ = conn.close(200, "bye".into()).await;
-        (by_i, by_id)
-    });
-    delete_exchange(exchange);
-    counts
-}
+use logcollect_tests::faults::{
+    ctl, drain_counts, durable_capture, wait_broker_up, Restore, SERIAL, WAIT,
+};
+use logcollect_tests::{config, unique};
 
 /// Checks and prints one scenario's figures (the README quotes them).
 fn report(
@@ -241,7 +82,7 @@ fn stream_with(shipper: &Shipper, n: u64, pace: Duration, fault: impl FnOnce()) 
 #[test]
 fn connections_cut_five_times_mid_stream() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let _restore = Restore::new();
+    let _restore = Restore::ensure();
     let (ex, q) = (unique("fault-cut"), unique("fault-cut-q"));
     durable_capture(&ex, &q);
     let shipper = shipper(&ex, None);
@@ -263,7 +104,7 @@ fn connections_cut_five_times_mid_stream() {
 #[test]
 fn broker_app_stopped_for_8_seconds_mid_stream() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let _restore = Restore::new();
+    let _restore = Restore::ensure();
     let (ex, q) = (unique("fault-stop"), unique("fault-stop-q"));
     durable_capture(&ex, &q);
     let dir = std::env::temp_dir().join(unique("lc-fault-spool"));
@@ -287,7 +128,7 @@ fn broker_app_stopped_for_8_seconds_mid_stream() {
 #[test]
 fn broker_down_for_the_first_seconds() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let _restore = Restore::new();
+    let _restore = Restore::ensure();
     let (ex, q) = (unique("fault-late"), unique("fault-late-q"));
     durable_capture(&ex, &q);
     ctl(&["-q", "stop_app"]);
@@ -311,7 +152,7 @@ fn broker_down_for_the_first_seconds() {
 #[test]
 fn memory_alarm_blocks_publishing_without_blocking_callers() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let _restore = Restore::new();
+    let _restore = Restore::ensure();
     let (ex, q) = (unique("fault-alarm"), unique("fault-alarm-q"));
     durable_capture(&ex, &q);
     let shipper = shipper(&ex, None);

@@ -2,6 +2,8 @@
 //! real broker, and a TCP proxy that can be started late or cut.
 #![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+pub mod faults;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
