@@ -143,9 +143,7 @@ impl Capture {
                         d = consumer.next() => {
                             let Some(Ok(d)) = d else { break };
                             let _ = d.acker.ack(BasicAckOptions::default()).await;
-                            let body = serde_json::from_slice(&d.data).unwrap_or_else(|e| {
-                                panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&d.data))
-                            });
+                            let body = parse_body(&d.data);
                             let _ = tx.send(Msg {
                                 routing_key: d.routing_key.to_string(),
                                 exchange: d.exchange.to_string(),
@@ -201,6 +199,23 @@ impl Drop for Capture {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
+    }
+}
+
+/// A body as JSON: one object, an array (batch), or newline-delimited
+/// objects (a `json_lines` batch, returned as an array). Panics otherwise.
+pub fn parse_body(data: &[u8]) -> serde_json::Value {
+    if let Ok(v) = serde_json::from_slice(data) {
+        return v;
+    }
+    let text = std::str::from_utf8(data).expect("body is UTF-8");
+    let lines: Result<Vec<serde_json::Value>, _> = text
+        .split_terminator('\n')
+        .map(serde_json::from_str)
+        .collect();
+    match lines {
+        Ok(v) if text.ends_with('\n') => serde_json::Value::Array(v),
+        _ => panic!("body is not JSON nor JSON lines: {text}"),
     }
 }
 

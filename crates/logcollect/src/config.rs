@@ -40,6 +40,40 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default cap on the disk spool's size. 256 MiB holds about a million
 /// typical (250-byte) records.
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Default records per AMQP message: one, as the Python library sends.
+pub const DEFAULT_RECORDS_PER_MESSAGE: usize = 1;
+/// Default time a partial batch waits for more records. 5 ms adds little
+/// latency and, under load, lets batches fill.
+pub const DEFAULT_BATCH_LINGER: Duration = Duration::from_millis(5);
+/// Default cap on one batch message's body: 1 MiB, as one record.
+pub const DEFAULT_BATCH_MAX_BYTES: usize = 1024 * 1024;
+
+/// How several records share one AMQP message (see `records_per_message`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BatchFormat {
+    /// One JSON array of record objects: Logstash's `json` codec makes one
+    /// event per element, so the usual pipeline needs no change.
+    #[default]
+    JsonArray,
+    /// Newline-delimited records, for Logstash's `json_lines` codec.
+    JsonLines,
+}
+
+impl std::str::FromStr for BatchFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "json" | "array" | "json_array" => Ok(BatchFormat::JsonArray),
+            "json_lines" | "ndjson" | "lines" => Ok(BatchFormat::JsonLines),
+            other => Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!("unknown batch format {other:?}: expected json or json_lines"),
+            )),
+        }
+    }
+}
+
 /// Default Logstash `type` field.
 pub const DEFAULT_TYPE: &str = "Logstash";
 /// Targets whose records are never shipped by default: our own crate and the
@@ -82,6 +116,10 @@ pub const DEFAULT_IGNORED_TARGETS: &[&str] = &[
 /// | `type_name` | [`DEFAULT_TYPE`] (`Logstash`) | `LOGCOLLECT_TYPE` |
 /// | `host` | the machine's host name | `LOGCOLLECT_HOST` |
 /// | `ignored_targets` | [`DEFAULT_IGNORED_TARGETS`] | — |
+/// | `records_per_message` | [`DEFAULT_RECORDS_PER_MESSAGE`] (1) | `LOGCOLLECT_BATCH` |
+/// | `batch_linger` | [`DEFAULT_BATCH_LINGER`] (5 ms) | `LOGCOLLECT_BATCH_LINGER_MS` |
+/// | `batch_max_bytes` | [`DEFAULT_BATCH_MAX_BYTES`] (1 MiB) | — |
+/// | `batch_format` | [`BatchFormat::JsonArray`] | `LOGCOLLECT_BATCH_FORMAT` (`json`, `json_lines`) |
 /// | `spool_dir` | none (no spool) | `LOGCOLLECT_SPOOL_DIR` |
 /// | `spool_max_bytes` | [`DEFAULT_SPOOL_MAX_BYTES`] (256 MiB) | `LOGCOLLECT_SPOOL_MAX_BYTES` |
 /// | `tls_ca_file` | none: the system's roots only (`amqps://`) | `LOGCOLLECT_TLS_CA_FILE` |
@@ -109,6 +147,10 @@ pub struct Config {
     pub(crate) spool_dir: Option<std::path::PathBuf>,
     pub(crate) spool_max_bytes: u64,
     pub(crate) tls: TlsFiles,
+    pub(crate) records_per_message: usize,
+    pub(crate) batch_linger: Duration,
+    pub(crate) batch_max_bytes: usize,
+    pub(crate) batch_format: BatchFormat,
 }
 
 /// TLS material read at build time, so a missing file is a boot error and
@@ -202,6 +244,22 @@ impl Config {
     pub fn reconnect_max(&self) -> Duration {
         self.reconnect_max
     }
+    /// Records per AMQP message at most (1: no batching).
+    pub fn records_per_message(&self) -> usize {
+        self.records_per_message
+    }
+    /// How long a partial batch waits for more records.
+    pub fn batch_linger(&self) -> Duration {
+        self.batch_linger
+    }
+    /// Cap on one batch message's body.
+    pub fn batch_max_bytes(&self) -> usize {
+        self.batch_max_bytes
+    }
+    /// How records share a message when batching.
+    pub fn batch_format(&self) -> BatchFormat {
+        self.batch_format
+    }
     /// Whether a CA file was given for `amqps://` (added to the system roots).
     pub fn has_tls_ca(&self) -> bool {
         self.tls.ca_pem.is_some()
@@ -280,6 +338,10 @@ pub struct ConfigBuilder {
     tls_ca_file: Option<std::path::PathBuf>,
     tls_cert_file: Option<std::path::PathBuf>,
     tls_key_file: Option<std::path::PathBuf>,
+    records_per_message: Option<usize>,
+    batch_linger: Option<Duration>,
+    batch_max_bytes: Option<usize>,
+    batch_format: Option<BatchFormat>,
 }
 
 impl fmt::Debug for ConfigBuilder {
@@ -403,6 +465,26 @@ impl ConfigBuilder {
         self
     }
     setter!(
+        /// Records per AMQP message at most (1 to 10,000; default 1). Above
+        /// 1, records available together share a message, grouped by
+        /// routing key, as `batch_format` says; the message's `message_id`
+        /// is its own, each record keeps its `record_id`.
+        records_per_message: usize
+    );
+    setter!(
+        /// How long a partial batch waits for more records.
+        batch_linger: Duration
+    );
+    setter!(
+        /// Cap on one batch message's body (at least `max_record_bytes`, so
+        /// any single record fits).
+        batch_max_bytes: usize
+    );
+    setter!(
+        /// How records share a message when batching.
+        batch_format: BatchFormat
+    );
+    setter!(
         /// Cap on the spool's size in bytes (at least 1 MiB); beyond it the
         /// oldest records are dropped and counted.
         spool_max_bytes: u64
@@ -504,6 +586,25 @@ impl ConfigBuilder {
             &mut self.spool_dir,
             get("LOGCOLLECT_SPOOL_DIR").map(Into::into),
         );
+        if let Some(v) = get("LOGCOLLECT_BATCH") {
+            fill(
+                &mut self.records_per_message,
+                Some(parse_num("LOGCOLLECT_BATCH", &v)?),
+            );
+        }
+        if let Some(v) = get("LOGCOLLECT_BATCH_LINGER_MS") {
+            let ms = parse_num("LOGCOLLECT_BATCH_LINGER_MS", &v)?;
+            fill(
+                &mut self.batch_linger,
+                Some(Duration::from_millis(ms as u64)),
+            );
+        }
+        if let Some(v) = get("LOGCOLLECT_BATCH_FORMAT") {
+            let f = v
+                .parse()
+                .map_err(|_| env_err("LOGCOLLECT_BATCH_FORMAT", &v, "json or json_lines"))?;
+            fill(&mut self.batch_format, Some(f));
+        }
         for (slot, var) in [
             (&mut self.tls_ca_file, "LOGCOLLECT_TLS_CA_FILE"),
             (&mut self.tls_cert_file, "LOGCOLLECT_TLS_CERT_FILE"),
@@ -579,6 +680,18 @@ impl ConfigBuilder {
         check(spool_max_bytes >= 1 << 20, || {
             format!("spool_max_bytes {spool_max_bytes} is below the 1 MiB minimum")
         })?;
+        let records_per_message = self
+            .records_per_message
+            .unwrap_or(DEFAULT_RECORDS_PER_MESSAGE);
+        check((1..=10_000).contains(&records_per_message), || {
+            format!("records_per_message {records_per_message} is outside 1 to 10,000")
+        })?;
+        let batch_max_bytes = self
+            .batch_max_bytes
+            .unwrap_or(DEFAULT_BATCH_MAX_BYTES.max(max_record_bytes));
+        check(batch_max_bytes >= max_record_bytes, || {
+            format!("batch_max_bytes {batch_max_bytes} is below max_record_bytes {max_record_bytes}: a record could not be sent")
+        })?;
         let tls = read_tls(
             self.tls_ca_file.as_deref(),
             self.tls_cert_file.as_deref(),
@@ -617,6 +730,10 @@ impl ConfigBuilder {
             spool_dir: self.spool_dir,
             spool_max_bytes,
             tls,
+            records_per_message,
+            batch_linger: self.batch_linger.unwrap_or(DEFAULT_BATCH_LINGER),
+            batch_max_bytes,
+            batch_format: self.batch_format.unwrap_or_default(),
         })
     }
 }
@@ -770,6 +887,11 @@ mod tests {
         assert!(c.ignored_targets().iter().any(|t| t == "amq_protocol"));
         assert_eq!(c.spool_dir(), None);
         assert_eq!(c.spool_max_bytes(), 256 << 20);
+        assert_eq!(c.records_per_message(), 1);
+        assert_eq!(c.batch_linger(), Duration::from_millis(5));
+        assert_eq!(c.batch_max_bytes(), 1 << 20);
+        assert_eq!(c.batch_format(), BatchFormat::JsonArray);
+        assert!(!c.has_tls_ca() && !c.has_tls_client_cert());
     }
 
     #[test]

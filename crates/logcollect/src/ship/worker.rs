@@ -67,7 +67,8 @@ struct FlushWaiter {
     upto: Option<u64>,
 }
 
-type ConfirmFuture = Pin<Box<dyn Future<Output = (u64, lapin::Result<Confirmation>)> + Send>>;
+/// Resolves to the pull indices of the records one message carried, and its confirm.
+type ConfirmFuture = Pin<Box<dyn Future<Output = (Vec<u64>, lapin::Result<Confirmation>)> + Send>>;
 
 pub(crate) struct Worker {
     cfg: Config,
@@ -544,7 +545,8 @@ impl Worker {
             if self.done() {
                 return Outcome::Finished;
             }
-            let can_publish = !blocked && self.unconfirmed.len() < window;
+            // The window counts messages in flight (each may hold a batch).
+            let can_publish = !blocked && confirms.len() < window;
             let has_retry = !self.retry.is_empty();
             let deadline = self.deadline();
             let spilling = self.spilling();
@@ -552,8 +554,8 @@ impl Worker {
             tokio::select! {
                 biased;
                 c = self.ctrl.recv(), if self.ctrl_open => self.on_control(c),
-                Some((idx, res)) = confirms.next(), if !confirms.is_empty() => {
-                    if let Err(why) = self.on_confirm(idx, res) {
+                Some((idxs, res)) = confirms.next(), if !confirms.is_empty() => {
+                    if let Err(why) = self.on_confirm(idxs, res) {
                         return Outcome::Lost(why);
                     }
                 }
@@ -579,18 +581,26 @@ impl Worker {
                     None => return Outcome::Lost("connection closed".to_owned()),
                 },
                 _ = std::future::ready(()), if can_publish && has_retry => {
-                    if let Some((idx, p)) = self.retry.pop_first() {
-                        if let Err(why) = self.publish(&channel, &exchange, idx, p, &mut confirms).await {
-                            return Outcome::Lost(why);
+                    let mut batch = Vec::new();
+                    while let Some(next) = self.retry.pop_first() {
+                        if !self.add_to_batch(&mut batch, next) {
+                            break;
                         }
+                    }
+                    if let Err(why) = self.publish(&channel, &exchange, batch, &mut confirms).await {
+                        return Outcome::Lost(why);
                     }
                 }
                 _ = std::future::ready(()), if can_publish && !has_retry && spool_unread => {
-                    if let Some((idx, p)) = self.next_from_spool() {
+                    let mut batch = Vec::new();
+                    while let Some(next) = self.next_from_spool() {
                         self.counters.replayed.fetch_add(1, Ordering::Relaxed);
-                        if let Err(why) = self.publish(&channel, &exchange, idx, p, &mut confirms).await {
-                            return Outcome::Lost(why);
+                        if !self.add_to_batch(&mut batch, next) {
+                            break;
                         }
+                    }
+                    if let Err(why) = self.publish(&channel, &exchange, batch, &mut confirms).await {
+                        return Outcome::Lost(why);
                     }
                 }
                 item = self.rx.recv(), if spilling || (can_publish && !has_retry) => match item {
@@ -598,12 +608,9 @@ impl Worker {
                         self.take_item(item, true);
                     }
                     Some(item) => {
-                        if let Some(idx) = self.take_item(item, false) {
-                            if let Some(p) = self.retry.remove(&idx) {
-                                if let Err(why) = self.publish(&channel, &exchange, idx, p, &mut confirms).await {
-                                    return Outcome::Lost(why);
-                                }
-                            }
+                        let batch = self.gather_from_queue(item).await;
+                        if let Err(why) = self.publish(&channel, &exchange, batch, &mut confirms).await {
+                            return Outcome::Lost(why);
                         }
                     }
                     None => {
@@ -618,16 +625,133 @@ impl Worker {
         }
     }
 
+    /// Adds `next` to `batch` when it fits (count and bytes); otherwise puts
+    /// it back first in line and returns `false`: the batch is complete.
+    fn add_to_batch(&mut self, batch: &mut Vec<(u64, Pending)>, next: (u64, Pending)) -> bool {
+        let bytes: usize = batch.iter().map(|(_, p)| p.rec.body.len() + 1).sum();
+        let fits = batch.is_empty()
+            || (batch.len() < self.cfg.records_per_message
+                && bytes + next.1.rec.body.len() + 2 <= self.cfg.batch_max_bytes);
+        if fits {
+            batch.push(next);
+            batch.len() < self.cfg.records_per_message
+        } else {
+            self.retry.insert(next.0, next.1);
+            false
+        }
+    }
+
+    /// A batch starting with `first` from the queue: what else is queued
+    /// right now, then what arrives within `batch_linger`, up to the limits.
+    async fn gather_from_queue(&mut self, first: Item) -> Vec<(u64, Pending)> {
+        let mut batch = Vec::new();
+        let mut more = true;
+        if let Some(idx) = self.take_item(first, false) {
+            if let Some(p) = self.retry.remove(&idx) {
+                more = self.add_to_batch(&mut batch, (idx, p));
+            }
+        }
+        if self.cfg.records_per_message == 1 {
+            return batch;
+        }
+        let linger_until = tokio::time::Instant::now() + self.cfg.batch_linger;
+        while more {
+            let item = match self.rx.try_recv() {
+                Ok(item) => item,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(linger_until, self.rx.recv()).await {
+                        Ok(Some(item)) => item,
+                        _ => break,
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            };
+            if let Some(idx) = self.take_item(item, false) {
+                if let Some(p) = self.retry.remove(&idx) {
+                    more = self.add_to_batch(&mut batch, (idx, p));
+                }
+            }
+        }
+        batch
+    }
+
+    /// Publishes a batch: one message per routing key (records keep their
+    /// order within it), or the single record as it is.
     async fn publish(
         &mut self,
         channel: &Channel,
         exchange: &str,
-        idx: u64,
-        mut p: Pending,
+        batch: Vec<(u64, Pending)>,
         confirms: &mut FuturesUnordered<ConfirmFuture>,
     ) -> Result<(), String> {
+        let mut groups: Vec<Vec<(u64, Pending)>> = Vec::new();
+        for (idx, p) in batch {
+            match groups
+                .iter_mut()
+                .find(|g| g[0].1.rec.routing_key == p.rec.routing_key)
+            {
+                Some(g) => g.push((idx, p)),
+                None => groups.push(vec![(idx, p)]),
+            }
+        }
+        let mut groups = groups.into_iter();
+        while let Some(group) = groups.next() {
+            if let Err(e) = self.publish_one(channel, exchange, group, confirms).await {
+                // Not sent: the rest goes back too, to be published again.
+                for (idx, p) in groups.flatten() {
+                    self.retry.insert(idx, p);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish_one(
+        &mut self,
+        channel: &Channel,
+        exchange: &str,
+        mut group: Vec<(u64, Pending)>,
+        confirms: &mut FuturesUnordered<ConfirmFuture>,
+    ) -> Result<(), String> {
+        if group.is_empty() {
+            return Ok(());
+        }
+        let lines = self.cfg.batch_format == crate::config::BatchFormat::JsonLines;
+        let batched = self.cfg.records_per_message > 1;
+        // One record keeps its own id as the message id; a batch gets its own.
+        let message_id = if group.len() == 1 {
+            group[0].1.rec.id
+        } else {
+            uuid::Uuid::now_v7()
+        };
+        let body: std::borrow::Cow<'_, [u8]> = if !batched {
+            std::borrow::Cow::Borrowed(&group[0].1.rec.body)
+        } else {
+            let size: usize = group.iter().map(|(_, p)| p.rec.body.len() + 1).sum();
+            let mut b = Vec::with_capacity(size + 2);
+            if lines {
+                for (_, p) in &group {
+                    b.extend_from_slice(&p.rec.body);
+                    b.push(b'\n');
+                }
+            } else if group.len() == 1 {
+                b.extend_from_slice(&group[0].1.rec.body);
+            } else {
+                b.push(b'[');
+                for (i, (_, p)) in group.iter().enumerate() {
+                    if i > 0 {
+                        b.push(b',');
+                    }
+                    b.extend_from_slice(&p.rec.body);
+                }
+                b.push(b']');
+            }
+            std::borrow::Cow::Owned(b)
+        };
+        let routing_key = group[0].1.rec.routing_key.clone();
         let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let id = p.rec.id.hyphenated().encode_lower(&mut id);
+        let id = message_id.hyphenated().encode_lower(&mut id);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -640,42 +764,55 @@ impl Worker {
         let res = channel
             .basic_publish(
                 exchange.into(),
-                p.rec.routing_key.as_str().into(),
+                routing_key.as_str().into(),
                 BasicPublishOptions {
                     mandatory: true,
                     immediate: false,
                 },
-                &p.rec.body,
+                &body,
                 props,
             )
             .await;
+        drop(body);
         match res {
             Ok(confirm) => {
                 self.counters.published.fetch_add(1, Ordering::Relaxed);
-                if p.sent {
-                    self.counters.republished.fetch_add(1, Ordering::Relaxed);
+                let mut idxs = Vec::with_capacity(group.len());
+                for (idx, mut p) in group.drain(..) {
+                    if p.sent {
+                        self.counters.republished.fetch_add(1, Ordering::Relaxed);
+                    }
+                    p.sent = true;
+                    idxs.push(idx);
+                    self.unconfirmed.insert(idx, p);
                 }
-                p.sent = true;
-                self.unconfirmed.insert(idx, p);
                 self.counters
                     .in_flight
                     .store(self.unconfirmed.len() as u64, Ordering::Relaxed);
-                confirms.push(Box::pin(async move { (idx, confirm.await) }));
+                confirms.push(Box::pin(async move { (idxs, confirm.await) }));
                 Ok(())
             }
             Err(e) => {
-                self.retry.insert(idx, p);
+                for (idx, p) in group {
+                    self.retry.insert(idx, p);
+                }
                 Err(describe(&e))
             }
         }
     }
 
-    fn on_confirm(&mut self, idx: u64, res: lapin::Result<Confirmation>) -> Result<(), String> {
+    fn on_confirm(
+        &mut self,
+        idxs: Vec<u64>,
+        res: lapin::Result<Confirmation>,
+    ) -> Result<(), String> {
         let outcome = match res {
             Ok(Confirmation::Nack(_)) => {
                 self.counters.nacked.fetch_add(1, Ordering::Relaxed);
-                if let Some(p) = self.unconfirmed.remove(&idx) {
-                    self.retry.insert(idx, p);
+                for idx in idxs {
+                    if let Some(p) = self.unconfirmed.remove(&idx) {
+                        self.retry.insert(idx, p);
+                    }
                 }
                 self.reporter.report(
                     "nack",
@@ -684,7 +821,8 @@ impl Worker {
                 Ok(())
             }
             Ok(c) => {
-                if let Some(p) = self.unconfirmed.remove(&idx) {
+                let returned = matches!(c, Confirmation::Ack(Some(_)));
+                for p in idxs.iter().filter_map(|idx| self.unconfirmed.remove(idx)) {
                     if let (Some(seg), Some(spool)) = (p.origin, self.spool.as_mut()) {
                         spool.ack(seg);
                     }
@@ -694,7 +832,7 @@ impl Worker {
                         &self.counters.confirmed
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    if let Confirmation::Ack(Some(_returned)) = c {
+                    if returned {
                         self.counters.unroutable.fetch_add(1, Ordering::Relaxed);
                         let msg = format!(
                             "exchange {:?} has no queue bound for routing key {:?}: the broker discards these records. \
