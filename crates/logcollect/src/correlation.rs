@@ -1,1 +1,554 @@
-//! Correlation ids (placeholder, filled in by the correlation work of issue 4).
+//! Correlation ids: one id on every record of a request, a task, or any
+//! unit of work you name ("this order", "this upload"), and the helpers that
+//! carry it across AMQP messages so a web service and the worker that runs
+//! its job (Rust or Python) log under the same id.
+//!
+//! ## In a process: a span carries the id
+//!
+//! The id lives on a `tracing` span as the field `correlation_id`. Every
+//! record made inside the span carries it as a top-level string field (the
+//! innermost span wins, as for every span field), `log` records too when they
+//! are bridged to `tracing` (`tracing_log::LogTracer`). `logcollect-tower`
+//! sets it to the request id, `logcollect-jobs` to the id a job arrived with.
+//!
+//! ```
+//! use tracing::Instrument as _;
+//!
+//! // Synchronous code: enter the span.
+//! let span = logcollect::correlation::scope("order-42");
+//! let _entered = span.enter();
+//! tracing::info!("order accepted"); // carries correlation_id = "order-42"
+//!
+//! // Async code: instrument the future, the id follows it across `.await`
+//! // points and threads.
+//! async fn ship_order() {}
+//! let _future = ship_order().instrument(logcollect::correlation::scope("order-42"));
+//! ```
+//!
+//! [`current`] reads the id back (for an outgoing message or HTTP call). It
+//! looks at the current span and its parents, so it works across `.await`
+//! points of an instrumented future on any runtime. The id is kept in the
+//! span's data in the `tracing_subscriber` [`Registry`](tracing_subscriber::Registry)
+//! by [`scope`] and [`attach`]; `current()` therefore needs a subscriber built
+//! on that registry (every `logcollect` boot helper and
+//! `tracing_subscriber::registry()` / `fmt()` are) and sees ids set through
+//! [`scope`] and [`attach`], not a `correlation_id` field a span declares by
+//! itself (that field is still shipped).
+//!
+//! ## Across AMQP messages
+//!
+//! | carrier | written by [`inject_headers`] / [`inject_properties`] | read by [`extract_headers`] / [`extract_properties`], in this order |
+//! |---|---|---|
+//! | header `CORRELATION_ID` ([`HEADER`]) | the id | 1st |
+//! | basic property `correlation_id` | the id ([`inject_properties`]) | 2nd ([`extract_properties`]) |
+//! | header `traceparent` ([`TRACEPARENT_HEADER`], W3C) | `00-<trace id>-<span id>-01`; the trace id is the id's 32 hex digits when the id is a UUID, random otherwise | 3rd: the trace id, 32 lowercase hex digits |
+//!
+//! Values read from a message are untrusted: one that is not a valid id
+//! ([`is_valid`]: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`) is skipped.
+//!
+//! ```no_run
+//! # async fn send(channel: lapin::Channel) -> Result<(), lapin::Error> {
+//! let id = logcollect::correlation::current()
+//!     .unwrap_or_else(logcollect::correlation::generate);
+//! let props = logcollect::correlation::inject_properties(lapin::BasicProperties::default(), &id);
+//! channel
+//!     .basic_publish("".into(), "jobs".into(), Default::default(), b"{}", props)
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::BasicProperties;
+
+/// The record field (and span field) that holds the correlation id.
+pub const FIELD: &str = "correlation_id";
+
+/// The AMQP header the Python Celery tools use for the correlation id.
+pub const HEADER: &str = "CORRELATION_ID";
+
+/// The W3C trace-context header.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// The longest id [`is_valid`] accepts. Long enough for any UUID, ULID or
+/// W3C trace id with a prefix; short enough that a hostile header cannot
+/// bloat every record of a request.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Whether `id` is acceptable as a request or correlation id from an
+/// untrusted source: 1 to [`MAX_ID_LEN`] characters of `A-Z a-z 0-9 . _ : -`.
+/// Nothing that could break a header, a log line or a Kibana query gets in.
+pub fn is_valid(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// A new id: a UUIDv7 (time-ordered), hyphenated, lowercase.
+pub fn generate() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// A W3C `traceparent` value for `id`: `00-<trace id>-<span id>-01`.
+///
+/// The trace id is the id's own 128 bits when `id` is a UUID (any form
+/// `uuid` parses, including 32 bare hex digits, so an id read from a
+/// `traceparent` maps back to the same trace id), random otherwise; the span
+/// id is random. The flags say "sampled".
+pub fn traceparent(id: &str) -> String {
+    let trace = match uuid::Uuid::parse_str(id) {
+        Ok(u) if !u.is_nil() => u.as_u128(),
+        _ => nonzero_random_u128(),
+    };
+    let span = loop {
+        let s: u64 = rand::random();
+        if s != 0 {
+            break s; // the all-zero span id is invalid (W3C trace-context §3.2.2.4)
+        }
+    };
+    format!("00-{trace:032x}-{span:016x}-01")
+}
+
+fn nonzero_random_u128() -> u128 {
+    loop {
+        let t: u128 = rand::random();
+        if t != 0 {
+            return t; // the all-zero trace id is invalid (W3C trace-context §3.2.2.3)
+        }
+    }
+}
+
+/// The trace id of a W3C `traceparent` value (32 lowercase hex digits), or
+/// `None` when the value is malformed, uses version `ff`, or has an all-zero
+/// trace or span id.
+pub fn trace_id_from_traceparent(value: &str) -> Option<&str> {
+    let mut parts = value.trim().split('-');
+    let version = parts.next()?;
+    let trace = parts.next()?;
+    let span = parts.next()?;
+    let flags = parts.next()?;
+    let rest = parts.next();
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    if !hex(version, 2) || version == "ff" || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
+        return None;
+    }
+    // Version 00 has exactly four parts; later versions may append more.
+    if version == "00" && rest.is_some() {
+        return None;
+    }
+    if trace.bytes().all(|b| b == b'0') || span.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some(trace)
+}
+
+/// Chooses the correlation id from the values a message carries, in order
+/// of preference: the `CORRELATION_ID` header, the `correlation_id` property,
+/// then the trace id of the `traceparent` header. Invalid values
+/// ([`is_valid`]) are skipped. For carriers other than lapin's types (a job
+/// framework's metadata map, say).
+pub fn from_parts(
+    header: Option<&str>,
+    property: Option<&str>,
+    traceparent: Option<&str>,
+) -> Option<String> {
+    let header = header.map(str::trim).filter(|v| is_valid(v));
+    let property = property.map(str::trim).filter(|v| is_valid(v));
+    header
+        .or(property)
+        .or_else(|| traceparent.and_then(trace_id_from_traceparent))
+        .map(str::to_owned)
+}
+
+/// Writes `id` into `headers`: `CORRELATION_ID` = `id` and a fresh
+/// `traceparent` derived from it (see [`traceparent`]). Existing values of
+/// those two headers are replaced.
+pub fn inject_headers(headers: &mut FieldTable, id: &str) {
+    headers.insert(ShortString::from(HEADER), AMQPValue::LongString(id.into()));
+    headers.insert(
+        ShortString::from(TRACEPARENT_HEADER),
+        AMQPValue::LongString(traceparent(id).into()),
+    );
+}
+
+/// `props` with `id` in the `correlation_id` property and in the headers
+/// (see [`inject_headers`]); other headers are kept.
+pub fn inject_properties(props: BasicProperties, id: &str) -> BasicProperties {
+    let mut headers = props.headers().clone().unwrap_or_default();
+    inject_headers(&mut headers, id);
+    // A short string holds at most 255 bytes: a longer id travels in the
+    // headers only.
+    let props = match ShortString::try_new(id) {
+        Ok(s) => props.with_correlation_id(s),
+        Err(_) => props,
+    };
+    props.with_headers(headers)
+}
+
+/// The correlation id in `headers`: `CORRELATION_ID`, else the trace id of
+/// `traceparent` (invalid values are skipped).
+pub fn extract_headers(headers: &FieldTable) -> Option<String> {
+    let header = header_str(headers, HEADER);
+    let tp = header_str(headers, TRACEPARENT_HEADER);
+    from_parts(header.as_deref(), None, tp.as_deref())
+}
+
+/// The correlation id of a message: the `CORRELATION_ID` header, else the
+/// `correlation_id` property, else the trace id of the `traceparent` header
+/// (invalid values are skipped).
+pub fn extract_properties(props: &BasicProperties) -> Option<String> {
+    let headers = props.headers().as_ref();
+    let header = headers.and_then(|h| header_str(h, HEADER));
+    let tp = headers.and_then(|h| header_str(h, TRACEPARENT_HEADER));
+    let property = props.correlation_id().as_ref().map(|s| s.as_str());
+    from_parts(header.as_deref(), property, tp.as_deref())
+}
+
+/// A header's value as text, whatever string type the sender used (pika and
+/// kombu send long strings; some clients send byte arrays).
+fn header_str(headers: &FieldTable, key: &str) -> Option<String> {
+    let bytes: &[u8] = match headers.inner().get(key)? {
+        AMQPValue::LongString(s) => s.as_bytes(),
+        AMQPValue::ShortString(s) => s.as_str().as_bytes(),
+        AMQPValue::ByteArray(b) => b.as_slice(),
+        _ => return None,
+    };
+    std::str::from_utf8(bytes).ok().map(str::to_owned)
+}
+
+#[cfg(feature = "tracing")]
+mod span {
+    use std::sync::Arc;
+
+    use tracing_subscriber::registry::LookupSpan as _;
+    use tracing_subscriber::Registry;
+
+    use super::FIELD;
+
+    /// The id as stored in a span's registry data, for [`current`].
+    #[derive(Debug, Clone)]
+    struct CorrelationId(Arc<str>);
+
+    /// A new span (target `logcollect::correlation`, name `correlation`, level
+    /// INFO) whose records carry `correlation_id` = `id`. Enter it, or
+    /// instrument a future with it; spans opened inside it inherit the id,
+    /// and a nested scope overrides it.
+    ///
+    /// The id is used as given (this is for ids your code chooses); check
+    /// ids from outside with [`is_valid`](super::is_valid).
+    pub fn scope(id: impl AsRef<str>) -> tracing::Span {
+        let span = tracing::info_span!(
+            target: "logcollect::correlation",
+            "correlation",
+            correlation_id = tracing::field::Empty
+        );
+        attach(&span, id.as_ref());
+        span
+    }
+
+    /// Puts `id` on an existing span: records the `correlation_id` field
+    /// (which the span must declare, e.g. as `tracing::field::Empty`, for
+    /// it to be shipped) and stores the id for [`current`]. This is how the
+    /// request span of `logcollect-tower` and the task span of
+    /// `logcollect-jobs` get theirs.
+    pub fn attach(span: &tracing::Span, id: &str) {
+        span.record(FIELD, id);
+        span.with_subscriber(|(span_id, dispatch)| {
+            if let Some(data) = dispatch
+                .downcast_ref::<Registry>()
+                .and_then(|registry| registry.span(span_id))
+            {
+                data.extensions_mut().replace(CorrelationId(Arc::from(id)));
+            }
+        });
+    }
+
+    /// The correlation id of the current span or its nearest parent that has
+    /// one (set by [`scope`] or [`attach`]), if any.
+    ///
+    /// Works across `.await` points: an instrumented future enters its span
+    /// each time it is polled, on whichever thread polls it.
+    pub fn current() -> Option<String> {
+        tracing::Span::current()
+            .with_subscriber(|(span_id, dispatch)| {
+                let registry = dispatch.downcast_ref::<Registry>()?;
+                let data = registry.span(span_id)?;
+                data.scope().find_map(|s| {
+                    s.extensions()
+                        .get::<CorrelationId>()
+                        .map(|c| c.0.to_string())
+                })
+            })
+            .flatten()
+    }
+}
+
+#[cfg(feature = "tracing")]
+pub use span::{attach, current, scope};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_ids() {
+        for ok in [
+            "abc-123",
+            "a",
+            "0190f3c2-7a1b-7c3d-9e4f-0a1b2c3d4e5f",
+            "svc:req.1_x",
+            &"x".repeat(MAX_ID_LEN),
+        ] {
+            assert!(is_valid(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "\"\n{",
+            "é",
+            "a/b",
+            "a\u{0}",
+            &"x".repeat(MAX_ID_LEN + 1),
+        ] {
+            assert!(!is_valid(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_valid_uuid_v7() {
+        let id = generate();
+        assert!(is_valid(&id));
+        assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
+        assert_ne!(id, generate());
+    }
+
+    #[test]
+    fn traceparent_of_a_uuid_carries_its_bits() {
+        let id = "0190f3c2-7a1b-7c3d-9e4f-0a1b2c3d4e5f";
+        let tp = traceparent(id);
+        assert_eq!(tp.len(), 55);
+        assert!(
+            tp.starts_with("00-0190f3c27a1b7c3d9e4f0a1b2c3d4e5f-"),
+            "{tp}"
+        );
+        assert!(tp.ends_with("-01"));
+        assert_eq!(
+            trace_id_from_traceparent(&tp),
+            Some("0190f3c27a1b7c3d9e4f0a1b2c3d4e5f")
+        );
+        // An id read back from a traceparent maps to the same trace id.
+        let again = traceparent("0190f3c27a1b7c3d9e4f0a1b2c3d4e5f");
+        assert_eq!(&again[..36], &tp[..36]);
+    }
+
+    #[test]
+    fn traceparent_of_other_ids_is_random_and_well_formed() {
+        for id in ["order-42", "00000000-0000-0000-0000-000000000000"] {
+            let a = traceparent(id);
+            let b = traceparent(id);
+            assert!(trace_id_from_traceparent(&a).is_some(), "{a}");
+            assert_ne!(a[3..35], b[3..35]);
+        }
+    }
+
+    #[test]
+    fn malformed_traceparents_are_rejected() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            trace_id_from_traceparent(good),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(trace_id_from_traceparent(bad), None, "{bad}");
+        }
+        // A later version may append fields.
+        assert!(trace_id_from_traceparent(&format!("01{}-extra", &good[2..])).is_some());
+    }
+
+    #[test]
+    fn headers_round_trip() {
+        let mut h = FieldTable::default();
+        inject_headers(&mut h, "abc-123");
+        assert_eq!(header_str(&h, HEADER).as_deref(), Some("abc-123"));
+        assert!(trace_id_from_traceparent(&header_str(&h, TRACEPARENT_HEADER).unwrap()).is_some());
+        assert_eq!(extract_headers(&h).as_deref(), Some("abc-123"));
+    }
+
+    #[test]
+    fn properties_round_trip_and_keep_other_headers() {
+        let mut other = FieldTable::default();
+        other.insert("x-other".into(), AMQPValue::LongString("keep".into()));
+        let props = inject_properties(BasicProperties::default().with_headers(other), "abc-123");
+        assert_eq!(
+            props.correlation_id().as_ref().map(|s| s.as_str()),
+            Some("abc-123")
+        );
+        let h = props.headers().as_ref().unwrap();
+        assert_eq!(header_str(h, "x-other").as_deref(), Some("keep"));
+        assert_eq!(extract_properties(&props).as_deref(), Some("abc-123"));
+    }
+
+    #[test]
+    fn extraction_order_header_then_property_then_traceparent() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = FieldTable::default();
+        h.insert(HEADER.into(), AMQPValue::LongString("from-header".into()));
+        h.insert(TRACEPARENT_HEADER.into(), AMQPValue::LongString(tp.into()));
+        let props = BasicProperties::default()
+            .with_headers(h)
+            .with_correlation_id("from-property".into());
+        assert_eq!(extract_properties(&props).as_deref(), Some("from-header"));
+
+        let mut h = FieldTable::default();
+        h.insert(TRACEPARENT_HEADER.into(), AMQPValue::LongString(tp.into()));
+        let props = BasicProperties::default()
+            .with_headers(h.clone())
+            .with_correlation_id("from-property".into());
+        assert_eq!(extract_properties(&props).as_deref(), Some("from-property"));
+
+        let props = BasicProperties::default().with_headers(h);
+        assert_eq!(
+            extract_properties(&props).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(extract_properties(&BasicProperties::default()), None);
+    }
+
+    #[test]
+    fn invalid_values_are_skipped_and_other_string_types_read() {
+        let mut h = FieldTable::default();
+        h.insert(HEADER.into(), AMQPValue::LongString("bad\n{\"x".into()));
+        let props = BasicProperties::default()
+            .with_headers(h)
+            .with_correlation_id("good-1".into());
+        assert_eq!(extract_properties(&props).as_deref(), Some("good-1"));
+
+        let mut h = FieldTable::default();
+        h.insert(HEADER.into(), AMQPValue::ShortString("short-1".into()));
+        assert_eq!(extract_headers(&h).as_deref(), Some("short-1"));
+        let mut h = FieldTable::default();
+        h.insert(
+            HEADER.into(),
+            AMQPValue::ByteArray(b"bytes-1".to_vec().into()),
+        );
+        assert_eq!(extract_headers(&h).as_deref(), Some("bytes-1"));
+        let mut h = FieldTable::default();
+        h.insert(HEADER.into(), AMQPValue::LongLongInt(7));
+        assert_eq!(extract_headers(&h), None);
+        assert_eq!(
+            from_parts(Some(&"x".repeat(500)), None, None),
+            None,
+            "oversized header"
+        );
+    }
+
+    #[test]
+    fn an_overlong_id_travels_in_headers_only() {
+        let id = "x".repeat(300);
+        let props = inject_properties(BasicProperties::default(), &id);
+        assert!(props.correlation_id().is_none());
+        assert_eq!(
+            header_str(props.headers().as_ref().unwrap(), HEADER).as_deref(),
+            Some(id.as_str())
+        );
+    }
+}
+
+#[cfg(all(test, feature = "tracing"))]
+mod span_tests {
+    use std::time::Duration;
+
+    use tracing::Instrument as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+
+    #[test]
+    fn no_scope_no_id() {
+        let _d = tracing::subscriber::set_default(tracing_subscriber::registry());
+        assert_eq!(current(), None);
+    }
+
+    #[test]
+    fn scopes_nest_innermost_wins_and_children_inherit() {
+        let _d = tracing::subscriber::set_default(tracing_subscriber::registry());
+        let outer = scope("outer-1");
+        let _o = outer.enter();
+        assert_eq!(current().as_deref(), Some("outer-1"));
+        {
+            let child = tracing::info_span!("child");
+            let _c = child.enter();
+            assert_eq!(current().as_deref(), Some("outer-1"));
+            let inner = scope("inner-1");
+            let _i = inner.enter();
+            assert_eq!(current().as_deref(), Some("inner-1"));
+        }
+        assert_eq!(current().as_deref(), Some("outer-1"));
+    }
+
+    #[test]
+    fn works_behind_layers_and_per_layer_filters() {
+        use tracing_subscriber::Layer as _;
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::sink)
+            .with_filter(tracing_subscriber::filter::LevelFilter::ERROR);
+        let _d = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+        let span = scope("behind-1");
+        let _e = span.enter();
+        assert_eq!(current().as_deref(), Some("behind-1"));
+    }
+
+    #[test]
+    fn follows_futures_across_await_points_on_a_multi_thread_runtime() {
+        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        let _d = tracing::dispatcher::set_default(&dispatch);
+        let mut handles = Vec::new();
+        for i in 0..16 {
+            let dispatch = dispatch.clone();
+            let id = format!("task-{i}");
+            let fut = async move {
+                let mut seen = Vec::new();
+                for _ in 0..10 {
+                    seen.push(current());
+                    // Yield to the scheduler so the task may resume on another worker thread.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    seen.push(current());
+                }
+                seen
+            }
+            .instrument(scope(&id));
+            handles.push((
+                id,
+                rt.spawn(tracing::instrument::WithSubscriber::with_subscriber(
+                    fut, dispatch,
+                )),
+            ));
+        }
+        for (id, h) in handles {
+            let seen = rt.block_on(h).unwrap();
+            assert!(
+                seen.iter().all(|s| s.as_deref() == Some(id.as_str())),
+                "{id}: {seen:?}"
+            );
+        }
+        // Outside every future: nothing.
+        assert_eq!(current(), None);
+    }
+}

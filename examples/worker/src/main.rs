@@ -1,2 +1,0 @@
-//! Placeholder (issue 4).
-fn main() {}
