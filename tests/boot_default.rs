@@ -55,13 +55,19 @@ fn log_and_tracing_records_reach_the_exchange() {
         let err = Outer("query failed");
         tracing::error!(target: "app::jobs", order = 42u64, error = &err as &dyn std::error::Error, "job {} failed", "j1");
     }
+    // A `log` record inside a span carries the span's fields too.
+    {
+        let span = tracing::info_span!("req", request_id = "r-9");
+        let _e = span.enter();
+        log::info!(target: "app::web", "handled");
+    }
     // The AMQP client's own records are never shipped, even at TRACE.
     guard.shipper().flush(WAIT).unwrap();
     let msgs = cap.drain(Duration::from_secs(1));
     assert_eq!(
         msgs.len(),
-        3,
-        "exactly our three records: {:#?}",
+        4,
+        "exactly our four records: {:#?}",
         msgs.iter().map(|m| &m.body).collect::<Vec<_>>()
     );
 
@@ -111,6 +117,10 @@ fn log_and_tracing_records_reach_the_exchange() {
     assert_eq!(c.field("error_chain").as_array().unwrap().len(), 1);
     assert_superset_of_reference(c, "lc_d.json", &[]);
 
+    let d = &msgs[3];
+    assert_eq!(d.str("logger"), "app::web");
+    assert_eq!(d.str("request_id"), "r-9", "span fields on a log record");
+
     for m in &msgs {
         assert_eq!(m.exchange, ex);
         let logger = m.str("logger");
@@ -123,7 +133,7 @@ fn log_and_tracing_records_reach_the_exchange() {
         }
     }
     let s = guard.shipper().stats();
-    assert_eq!((s.accepted, s.confirmed, s.lost()), (3, 3, 0), "{s:?}");
+    assert_eq!((s.accepted, s.confirmed, s.lost()), (4, 4, 0), "{s:?}");
 
     // Logging after shutdown must neither recurse nor panic; it is counted.
     let shipper = guard.shipper().clone();

@@ -1,7 +1,9 @@
 //! One-call set-up, mirroring the Python library's `boot` module.
 
 use crate::config::Config;
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
+#[cfg(any(feature = "log", feature = "tracing"))]
+use crate::error::ErrorKind;
 use crate::ship::{Shipper, ShipperGuard};
 
 /// Starts a shipper for `config` and installs the front-ends on the root:
@@ -43,6 +45,10 @@ pub fn init(config: Config) -> ShipperGuard {
 }
 
 /// Installs the front-ends for an existing shipper (see [`default_config`]).
+#[cfg_attr(
+    not(any(feature = "log", feature = "tracing")),
+    allow(unused_variables)
+)]
 pub fn install(shipper: &Shipper) -> Result<(), Error> {
     #[cfg(feature = "tracing")]
     {

@@ -283,6 +283,7 @@ impl Config {
 
     /// Whether a record from `target` at `level` should be shipped.
     #[inline]
+    #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
     pub(crate) fn wants(&self, target: &str, level: Level) -> bool {
         self.filter.enabled(target, level)
             && !self

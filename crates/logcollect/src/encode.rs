@@ -461,6 +461,7 @@ impl<'e> RecordWriter<'e> {
     }
 
     /// Sets the message from format arguments.
+    #[cfg_attr(not(feature = "log"), allow(dead_code))]
     pub(crate) fn message_fmt(&mut self, args: fmt::Arguments<'_>) {
         self.has_message = true;
         let s = self.scratch();
@@ -483,6 +484,7 @@ impl<'e> RecordWriter<'e> {
     }
 
     /// Appends to the message (tracing's `message` field may be Debug-formatted).
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) fn message_writer(&mut self) -> &mut String {
         self.has_message = true;
         let s = self.scratch();
@@ -523,6 +525,7 @@ impl<'e> RecordWriter<'e> {
     }
 
     /// A field written with `Display` (or `Debug` via `format_args!("{:?}")`).
+    #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
     pub(crate) fn display(&mut self, key: &str, v: fmt::Arguments<'_>) {
         if self.key(key) {
             self.buf.push(b'"');
@@ -553,6 +556,7 @@ impl<'e> RecordWriter<'e> {
 
     /// A 128-bit integer: a JSON number when it fits 64 bits, else a string
     /// (Elasticsearch's `long` is 64-bit).
+    #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
     pub(crate) fn i128(&mut self, key: &str, v: i128) {
         match i64::try_from(v) {
             Ok(v) => self.i64(key, v),
@@ -589,6 +593,7 @@ impl<'e> RecordWriter<'e> {
     }
 
     /// A field whose value is already valid JSON (pre-encoded span fields).
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) fn raw(&mut self, key: &str, json: &str) {
         if self.key(key) {
             self.buf.extend_from_slice(json.as_bytes());
@@ -611,6 +616,7 @@ impl<'e> RecordWriter<'e> {
     /// An error field: its message as the value; the first error of a record
     /// also fills `exc_info` (message and `Caused by:` chain, like a
     /// traceback) and `error_chain` (the sources' messages).
+    #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
     pub(crate) fn error(&mut self, key: &str, err: &(dyn StdError + 'static)) {
         self.display(key, format_args!("{err}"));
         if !self.error_chain.is_empty() || !self.scratch().exc.is_empty() {

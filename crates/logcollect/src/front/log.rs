@@ -76,6 +76,8 @@ impl log::Log for LogcollectLogger {
         };
         w.message_fmt(*record.args());
         let _ = record.key_values().visit(&mut KvVisitor(&mut w));
+        #[cfg(feature = "tracing")]
+        crate::front::tracing::add_current_span_fields(&mut w);
         let encoded = w.finish();
         self.shipper.enqueue(encoded);
     }

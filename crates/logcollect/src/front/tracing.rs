@@ -102,6 +102,31 @@ fn into_string(v: Vec<u8>) -> String {
     String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// Adds the fields of the current `tracing` span and its parents (innermost
+/// wins) to a record from another front-end, so a `log` record made inside a
+/// request or task span carries `request_id`, `correlation_id`… as a
+/// `tracing` event there does. Needs the spans to be in a registry with the
+/// logcollect layer (as `boot::default_config` sets up).
+#[cfg(feature = "log")]
+pub(crate) fn add_current_span_fields(w: &mut RecordWriter<'_>) {
+    use tracing_subscriber::registry::Registry;
+    let _ = tracing::Span::current().with_subscriber(|(id, dispatch)| {
+        let Some(registry) = dispatch.downcast_ref::<Registry>() else {
+            return;
+        };
+        let Some(span) = registry.span(id) else {
+            return;
+        };
+        for span in span.scope() {
+            if let Some(fields) = span.extensions().get::<SpanFields>() {
+                for (k, json) in &fields.0 {
+                    w.raw(k, json);
+                }
+            }
+        }
+    });
+}
+
 /// Writes an event's fields into the record.
 struct EventVisitor<'w, 'e> {
     w: &'w mut RecordWriter<'e>,
