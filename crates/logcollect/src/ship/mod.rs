@@ -27,6 +27,7 @@ thread_local! {
 
 /// Whether records made on this thread must be dropped (the shipper's own).
 #[inline]
+#[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
 pub(crate) fn suppressed() -> bool {
     SUPPRESSED.with(std::cell::Cell::get)
 }
@@ -366,6 +367,7 @@ impl Shipper {
     }
 
     /// Counts a record dropped because it was made while encoding another.
+    #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
     pub(crate) fn count_reentrant(&self) {
         self.inner
             .counters
