@@ -65,6 +65,9 @@ impl log::Log for LogcollectLogger {
         if !self.shipper.config().wants(target, lvl) {
             return;
         }
+        if !self.shipper.has_room() {
+            return;
+        }
         let loc = Location {
             file: record.file(),
             line: record.line(),

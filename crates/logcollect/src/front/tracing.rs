@@ -232,6 +232,9 @@ where
         if !self.shipper.config().wants(target, lvl) {
             return;
         }
+        if !self.shipper.has_room() {
+            return;
+        }
         let loc = Location {
             file: meta.file(),
             line: meta.line(),

@@ -346,23 +346,51 @@ impl Shipper {
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                c.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
-                if !inner.warned_full.swap(true, Ordering::Relaxed) {
-                    inner.reporter.report(
-                        "queue-full",
-                        &format!(
-                            "queue full ({} records): dropping new records until the broker catches up; \
-                             the total is reported at shutdown",
-                            inner.config.queue_capacity
-                        ),
-                    );
-                }
+                self.count_queue_full();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 c.dropped_after_shutdown.fetch_add(1, Ordering::Relaxed);
                 false
             }
+        }
+    }
+
+    /// Whether the queue can take a record now. Checked before encoding, so
+    /// that while the queue is full (a long outage without a spool) a log
+    /// call costs a check instead of a whole encode. A record that finds the
+    /// queue full is counted as dropped here.
+    #[inline]
+    #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
+    pub(crate) fn has_room(&self) -> bool {
+        let inner = &*self.inner;
+        if inner.tx.capacity() > 0 || inner.shut.load(Ordering::Relaxed) {
+            // After shutdown, `enqueue` counts the record as it should.
+            return true;
+        }
+        self.count_queue_full();
+        false
+    }
+
+    fn count_queue_full(&self) {
+        let inner = &*self.inner;
+        inner
+            .counters
+            .dropped_queue_full
+            .fetch_add(1, Ordering::Relaxed);
+        // A load first: the flag is set once, and swapping it on every drop
+        // would bounce its cache line between the logging threads.
+        if !inner.warned_full.load(Ordering::Relaxed)
+            && !inner.warned_full.swap(true, Ordering::Relaxed)
+        {
+            inner.reporter.report(
+                "queue-full",
+                &format!(
+                    "queue full ({} records): dropping new records until the broker catches up; \
+                     the total is reported at shutdown",
+                    inner.config.queue_capacity
+                ),
+            );
         }
     }
 

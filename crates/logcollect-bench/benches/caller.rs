@@ -1,0 +1,476 @@
+//! Caller-thread cost of one log call, all peers in one process and one run:
+//!
+//! | group | call |
+//! |---|---|
+//! | `tracing_info_3_fields` | `tracing::info!(user = "ann", order = i, latency_ms = 1.5, "request done")` |
+//! | `log_info_fmt_arg` | `log::Log::log(&logger, &Record::builder().args(format_args!("request {i} done"))…)` |
+//!
+//! and in each group:
+//!
+//! - `logcollect_broker_up`: logcollect, connected to the local broker and
+//!   publishing while we measure;
+//! - `logcollect_broker_down`: logcollect with a broker URI where nothing
+//!   listens (127.0.0.1:1), the shipper in its reconnect loop;
+//! - `logcollect_queue_full`: broker down and the queue already full, so
+//!   every call encodes and then counts a drop (the steady state of a long
+//!   outage, see `outage_memory`);
+//! - `appender_json_sink`: `tracing-appender`'s non-blocking writer (default
+//!   settings) with `tracing-subscriber`'s JSON formatter, writing to
+//!   `std::io::sink()`; `log` records reach it through `tracing_log::LogTracer`.
+//!
+//! Nothing is installed globally: `tracing` goes through a per-sample
+//! [`Dispatch`] set with `with_default`, `log` through the logger's
+//! `log::Log::log` called directly.
+//!
+//! **Why a new shipper per sample.** A log call costs well under a
+//! microsecond and the broker takes ~10-15k confirmed messages/s, so a bounded
+//! queue of the default size fills within a fraction of a second, and from
+//! then on every call would take the queue-full drop path (encode, then
+//! throw away: nothing crosses threads). To measure the accepted path, each criterion sample
+//! (`iter_custom`) builds a fresh shipper whose queue holds more records than
+//! the sample's iteration count, waits until it is connected (broker up) or
+//! has failed its first connect (broker down), times the calls, checks that
+//! every call was accepted, and shuts the shipper down (not timed). Those
+//! shutdowns print `[logcollect] shutdown: N record(s) not delivered` on
+//! stderr: expected, the sample's backlog is thrown away. The drop path is
+//! measured on its own by `logcollect_queue_full`.
+//!
+//! A `parts` group times `Uuid::now_v7()` and `SystemTime::now()` alone (the
+//! core calls both once per record).
+//!
+//! At the end the ratios against the targets are printed (logcollect ≤ 0.5×
+//! the appender path; broker down ≤ 1.2× broker up), twice: on wall time
+//! (criterion's estimate, read from its `estimates.json` of this run) and on
+//! the caller thread's CPU time (`CLOCK_THREAD_CPUTIME_ID` around the same
+//! timed loops). On this 2-core machine the broker, lapin's I/O thread and
+//! the shipper preempt the caller while the broker is up, so wall time there
+//! is mostly waiting; CPU time is what the call itself costs.
+//!
+//! ```text
+//! cargo bench -p logcollect-bench --bench caller -- --warm-up-time 1 --measurement-time 3 --sample-size 10
+//! ```
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::Criterion;
+use logcollect::{LogcollectLayer, LogcollectLogger, Shipper};
+use logcollect_bench::{
+    bench_config, unique, wait_for, workspace_root, Admin, BROKER_URI, DEAD_BROKER_URI,
+};
+use tracing::Dispatch;
+use tracing_subscriber::layer::SubscriberExt as _;
+
+const TRACING_GROUP: &str = "tracing_info_3_fields";
+const LOG_GROUP: &str = "log_info_fmt_arg";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Up,
+    Down,
+    Full,
+}
+
+/// The benchmark's own exchange with a bounded queue, so the broker-up
+/// shipper's records are routed (no "unroutable" reports) and the broker
+/// keeps only the newest 10,000 of the millions sent.
+struct Fixture {
+    admin: Admin,
+    exchange: String,
+    queue: String,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let admin =
+            Admin::connect().expect("the broker-up benchmarks need RabbitMQ on 127.0.0.1:5672");
+        let exchange = unique("logcollect-bench-caller");
+        let queue = admin
+            .topic_with_queue(&exchange, Some(10_000))
+            .expect("declare the benchmark's exchange and queue");
+        Fixture {
+            admin,
+            exchange,
+            queue,
+        }
+    }
+}
+
+/// A shipper ready for `iters` calls in `mode` (see the module docs).
+fn shipper(mode: Mode, exchange: &str, iters: u64) -> Shipper {
+    let (uri, capacity) = match mode {
+        // Room for every call of the sample.
+        Mode::Up => (BROKER_URI, iters as usize + 1024),
+        Mode::Down => (DEAD_BROKER_URI, iters as usize + 1024),
+        Mode::Full => (DEAD_BROKER_URI, 1024),
+    };
+    let config = bench_config(uri, exchange)
+        .queue_capacity(capacity)
+        .build()
+        .expect("config");
+    let s = Shipper::new(config).expect("shipper");
+    let ready = match mode {
+        Mode::Up => wait_for(Duration::from_secs(60), || s.stats().connected),
+        Mode::Down | Mode::Full => {
+            wait_for(Duration::from_secs(10), || s.stats().connect_failures > 0)
+        }
+    };
+    assert!(ready, "shipper not ready ({mode:?}): {:?}", s.stats());
+    if mode == Mode::Full {
+        // Fill the queue and the shipper's offline buffer (it pulls up to
+        // `confirm_window` records out of the queue while disconnected)
+        // before timing, so that every timed call is refused.
+        let logger = LogcollectLogger::new(s.clone());
+        let full = (capacity + s.config().confirm_window()) as u64;
+        let filled = wait_for(Duration::from_secs(10), || {
+            for i in 0..256 {
+                log_one(&logger, i);
+            }
+            let st = s.stats();
+            st.accepted >= full && st.dropped_queue_full > 0
+        });
+        assert!(filled, "could not fill the queue: {:?}", s.stats());
+    }
+    s
+}
+
+/// Times `run` and checks that every call took the path the benchmark is
+/// named after, then throws the shipper away (its backlog is counted as
+/// undelivered: expected).
+fn measure(
+    key: &str,
+    s: &Shipper,
+    mode: Mode,
+    iters: u64,
+    run: impl FnOnce() -> Duration,
+) -> Duration {
+    let before = s.stats();
+    let dt = with_cpu(key, iters, run);
+    let after = s.stats();
+    let accepted = after.accepted - before.accepted;
+    let dropped = after.dropped_queue_full - before.dropped_queue_full;
+    let expected = match mode {
+        Mode::Up | Mode::Down => (iters, 0),
+        Mode::Full => (0, iters),
+    };
+    assert_eq!(
+        (accepted, dropped),
+        expected,
+        "{mode:?}: (accepted, dropped) of {iters} calls; {after:?}"
+    );
+    let _ = s.shutdown(Duration::from_millis(50));
+    dt
+}
+
+/// CPU time this thread has run (`CLOCK_THREAD_CPUTIME_ID`). Read outside
+/// the timed loops.
+fn thread_cpu() -> Duration {
+    cpu_time::ThreadTime::now().as_duration()
+}
+
+/// Per benchmark: calls, and the caller thread's CPU time over them.
+static CPU: Mutex<BTreeMap<String, (u64, Duration)>> = Mutex::new(BTreeMap::new());
+
+/// Runs the timed `run` and adds the caller thread's CPU time to `key`'s
+/// account. Criterion reports wall time, which on this 2-core machine also
+/// counts the time the caller was preempted by the broker or the shipper;
+/// CPU time is what the call itself cost that thread.
+fn with_cpu(key: &str, iters: u64, run: impl FnOnce() -> Duration) -> Duration {
+    let c0 = thread_cpu();
+    let dt = run();
+    let cpu = thread_cpu().saturating_sub(c0);
+    if let Ok(mut m) = CPU.lock() {
+        let e = m.entry(key.to_owned()).or_default();
+        e.0 += iters;
+        e.1 += cpu;
+    }
+    dt
+}
+
+fn cpu_ns(key: &str) -> Option<f64> {
+    let m = CPU.lock().ok()?;
+    let (iters, cpu) = m.get(key)?;
+    (*iters > 0).then(|| cpu.as_nanos() as f64 / *iters as f64)
+}
+
+#[inline(always)]
+fn tracing_one(i: u64) {
+    tracing::info!(
+        user = "ann",
+        order = i,
+        latency_ms = 1.5_f64,
+        "request done"
+    );
+}
+
+#[inline(always)]
+fn log_one(logger: &dyn log::Log, i: u64) {
+    logger.log(
+        &log::Record::builder()
+            .args(format_args!("request {i} done"))
+            .level(log::Level::Info)
+            .target("bench::caller")
+            .module_path_static(Some(module_path!()))
+            .file_static(Some(file!()))
+            .line(Some(line!()))
+            .build(),
+    );
+}
+
+fn time_tracing(dispatch: &Dispatch, iters: u64) -> Duration {
+    tracing::dispatcher::with_default(dispatch, || {
+        let t = Instant::now();
+        for i in 0..iters {
+            tracing_one(black_box(i));
+        }
+        t.elapsed()
+    })
+}
+
+fn time_log(logger: &dyn log::Log, iters: u64) -> Duration {
+    let t = Instant::now();
+    for i in 0..iters {
+        log_one(logger, black_box(i));
+    }
+    t.elapsed()
+}
+
+/// tracing-appender (default: 128,000 lines, lossy) + JSON formatter → sink.
+fn appender_dispatch() -> (Dispatch, tracing_appender::non_blocking::WorkerGuard) {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::sink());
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().json().with_writer(writer));
+    (Dispatch::new(subscriber), guard)
+}
+
+fn logcollect_dispatch(s: &Shipper) -> Dispatch {
+    Dispatch::new(tracing_subscriber::registry().with(LogcollectLayer::new(s.clone())))
+}
+
+fn bench_tracing(c: &mut Criterion, fx: &Fixture) {
+    let mut g = c.benchmark_group(TRACING_GROUP);
+    for (name, mode) in [
+        ("logcollect_broker_up", Mode::Up),
+        ("logcollect_broker_down", Mode::Down),
+        ("logcollect_queue_full", Mode::Full),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let s = shipper(mode, &fx.exchange, iters);
+                let d = logcollect_dispatch(&s);
+                let key = format!("{TRACING_GROUP}/{name}");
+                measure(&key, &s, mode, iters, || time_tracing(&d, iters))
+            });
+        });
+    }
+    g.bench_function("appender_json_sink", |b| {
+        b.iter_custom(|iters| {
+            let (d, guard) = appender_dispatch();
+            let key = format!("{TRACING_GROUP}/appender_json_sink");
+            let dt = with_cpu(&key, iters, || time_tracing(&d, iters));
+            drop(d);
+            drop(guard);
+            dt
+        });
+    });
+    g.finish();
+}
+
+fn bench_log(c: &mut Criterion, fx: &Fixture) {
+    let mut g = c.benchmark_group(LOG_GROUP);
+    for (name, mode) in [
+        ("logcollect_broker_up", Mode::Up),
+        ("logcollect_broker_down", Mode::Down),
+        ("logcollect_queue_full", Mode::Full),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let s = shipper(mode, &fx.exchange, iters);
+                let logger = LogcollectLogger::new(s.clone());
+                let key = format!("{LOG_GROUP}/{name}");
+                measure(&key, &s, mode, iters, || time_log(&logger, iters))
+            });
+        });
+    }
+    g.bench_function("appender_json_sink", |b| {
+        b.iter_custom(|iters| {
+            let (d, guard) = appender_dispatch();
+            let tracer = tracing_log::LogTracer::new();
+            let key = format!("{LOG_GROUP}/appender_json_sink");
+            let dt = with_cpu(&key, iters, || {
+                tracing::dispatcher::with_default(&d, || time_log(&tracer, iters))
+            });
+            drop(d);
+            drop(guard);
+            dt
+        });
+    });
+    g.finish();
+}
+
+/// Pieces of the record path timed alone, to explain the totals.
+fn bench_parts(c: &mut Criterion) {
+    let mut g = c.benchmark_group("parts");
+    // The core stamps every record with a UUIDv7; without uuid's `fast-rng`
+    // feature each one reads the kernel's random source (a syscall).
+    g.bench_function("uuid_now_v7", |b| b.iter(uuid::Uuid::now_v7));
+    g.bench_function("system_time_now", |b| b.iter(SystemTime::now));
+    g.finish();
+}
+
+/// Makes sure each peer really formats and hands over a record (a silently
+/// disabled callsite would benchmark nothing).
+fn sanity_check(fx: &Fixture) {
+    let s = shipper(Mode::Down, &fx.exchange, 16);
+    tracing::dispatcher::with_default(&logcollect_dispatch(&s), || tracing_one(1));
+    log_one(&LogcollectLogger::new(s.clone()), 1);
+    assert_eq!(
+        s.stats().accepted,
+        2,
+        "logcollect did not accept the sample records"
+    );
+    let _ = s.shutdown(Duration::from_millis(50));
+
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(b);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let (writer, guard) = tracing_appender::non_blocking(lines.clone());
+    let d = Dispatch::new(
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().json().with_writer(writer)),
+    );
+    tracing::dispatcher::with_default(&d, || {
+        tracing_one(1);
+        log_one(&tracing_log::LogTracer::new(), 1);
+    });
+    drop(d);
+    drop(guard); // flushes the appender's worker
+    let text = lines
+        .0
+        .lock()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default();
+    assert_eq!(
+        text.lines().count(),
+        2,
+        "the appender path did not write both records: {text}"
+    );
+    eprintln!(
+        "sanity: appender JSON lines are {} and {} bytes",
+        text.lines().next().map_or(0, str::len),
+        text.lines().nth(1).map_or(0, str::len)
+    );
+}
+
+fn criterion_dir() -> PathBuf {
+    if let Some(h) = std::env::var_os("CRITERION_HOME") {
+        return h.into();
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+        .join("criterion")
+}
+
+/// Criterion's estimate (ns per call) of `group/id` if it was written by this run.
+fn estimate(group: &str, id: &str, since: SystemTime) -> Option<f64> {
+    let path = criterion_dir()
+        .join(group)
+        .join(id)
+        .join("new")
+        .join("estimates.json");
+    let fresh = std::fs::metadata(&path).ok()?.modified().ok()? >= since;
+    if !fresh {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    v["slope"]["point_estimate"]
+        .as_f64()
+        .or_else(|| v["mean"]["point_estimate"].as_f64())
+}
+
+fn print_ratios(since: SystemTime) {
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let ns = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.0} ns"));
+    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    let r2 = |r: Option<f64>| r.map_or("n/a".to_owned(), |r| format!("{r:.2}"));
+    println!("\ncaller cost per call in this run, and ratios against the targets");
+    println!("(wall: criterion's estimate; cpu: the caller thread's CPU time over all samples)");
+    for group in [TRACING_GROUP, LOG_GROUP] {
+        println!("  {group}:");
+        let ids = [
+            "logcollect_broker_up",
+            "logcollect_broker_down",
+            "logcollect_queue_full",
+            "appender_json_sink",
+        ];
+        for id in ids {
+            println!(
+                "    {id:<24} wall {:>8}   cpu {:>8}",
+                ns(estimate(group, id, since)),
+                ns(cpu_ns(&format!("{group}/{id}")))
+            );
+        }
+        for (label, measure) in [("wall", 0), ("cpu", 1)] {
+            let get = |id: &str| {
+                if measure == 0 {
+                    estimate(group, id, since)
+                } else {
+                    cpu_ns(&format!("{group}/{id}"))
+                }
+            };
+            let (up, down, app) = (
+                get("logcollect_broker_up"),
+                get("logcollect_broker_down"),
+                get("appender_json_sink"),
+            );
+            let (a, b, c) = (ratio(up, app), ratio(down, app), ratio(down, up));
+            println!(
+                "    {label:<4}: up/appender {} ({}), down/appender {} ({}) [target <= 0.5]; down/up {} ({}) [target <= 1.2]",
+                r2(a),
+                verdict(a.is_some_and(|r| r <= 0.5)),
+                r2(b),
+                verdict(b.is_some_and(|r| r <= 0.5)),
+                r2(c),
+                verdict(c.is_some_and(|r| r <= 1.2)),
+            );
+        }
+    }
+    let part = |id| ns(estimate("parts", id, since));
+    println!(
+        "  parts: Uuid::now_v7() {}, SystemTime::now() {}",
+        part("uuid_now_v7"),
+        part("system_time_now")
+    );
+}
+
+fn main() {
+    let start = SystemTime::now();
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    let fx = Fixture::new();
+    sanity_check(&fx);
+    bench_tracing(&mut c, &fx);
+    bench_log(&mut c, &fx);
+    bench_parts(&mut c);
+    c.final_summary();
+    print_ratios(start);
+    fx.admin.delete(&fx.exchange, &fx.queue);
+    fx.admin.close();
+}
