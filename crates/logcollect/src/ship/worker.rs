@@ -102,6 +102,10 @@ pub(crate) struct Worker {
     /// Flush markers pulled while records before them sit in the spool:
     /// `(id, spool position they follow)`.
     deferred_markers: Vec<(u64, u64)>,
+    /// Smallest pull index of the batch being gathered: those records are in
+    /// neither `retry` nor `unconfirmed` until published, and a flush must
+    /// not pass them.
+    batch_floor: Option<u64>,
 }
 
 enum Outcome {
@@ -140,6 +144,7 @@ impl Worker {
             own_unread: 0,
             last_sync: Instant::now(),
             deferred_markers: Vec::new(),
+            batch_floor: None,
         }
     }
 
@@ -238,6 +243,9 @@ impl Worker {
         self.spool_read += 1;
         let idx = self.pulled;
         self.pulled += 1;
+        // The record is about to join a batch: flush markers resolved now
+        // must not pass it.
+        self.batch_floor.get_or_insert(idx);
         self.resolve_deferred(false);
         Some((
             idx,
@@ -488,6 +496,7 @@ impl Worker {
 
     /// Pull index below which everything is resolved (confirmed).
     fn low_watermark(&self) -> u64 {
+        let floor = self.batch_floor.unwrap_or(self.pulled);
         let a = self.retry.keys().next().copied().unwrap_or(self.pulled);
         let b = self
             .unconfirmed
@@ -495,7 +504,7 @@ impl Worker {
             .next()
             .copied()
             .unwrap_or(self.pulled);
-        a.min(b)
+        a.min(b).min(floor)
     }
 
     fn check_flushes(&mut self) {
@@ -633,6 +642,9 @@ impl Worker {
             || (batch.len() < self.cfg.records_per_message
                 && bytes + next.1.rec.body.len() + 2 <= self.cfg.batch_max_bytes);
         if fits {
+            if batch.is_empty() {
+                self.batch_floor = Some(next.0);
+            }
             batch.push(next);
             batch.len() < self.cfg.records_per_message
         } else {
@@ -684,6 +696,9 @@ impl Worker {
         batch: Vec<(u64, Pending)>,
         confirms: &mut FuturesUnordered<ConfirmFuture>,
     ) -> Result<(), String> {
+        // From here on the batch's records go to `unconfirmed` or back to
+        // `retry` before anything else can look at the watermark.
+        self.batch_floor = None;
         let mut groups: Vec<Vec<(u64, Pending)>> = Vec::new();
         for (idx, p) in batch {
             match groups
