@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::encode::{Profile, DEFAULT_ECS_EXTRA_PREFIX, DEFAULT_ECS_SERVICE_KEY};
 use crate::error::{Error, ErrorKind};
 use crate::filter::{Filter, Level};
 use crate::uri::{BrokerList, DEFAULT_BROKER_URI};
@@ -124,6 +125,9 @@ pub const DEFAULT_IGNORED_TARGETS: &[&str] = &[
 /// | `spool_max_bytes` | [`DEFAULT_SPOOL_MAX_BYTES`] (256 MiB) | `LOGCOLLECT_SPOOL_MAX_BYTES` |
 /// | `tls_ca_file` | none: the system's roots only (`amqps://`) | `LOGCOLLECT_TLS_CA_FILE` |
 /// | `tls_cert_file` / `tls_key_file` | none: no client certificate | `LOGCOLLECT_TLS_CERT_FILE` / `LOGCOLLECT_TLS_KEY_FILE` |
+/// | `profile` | [`Profile::Logcollect`] | `LOGCOLLECT_PROFILE` (`logcollect`, `ecs`) |
+/// | `ecs_service_key` | [`DEFAULT_ECS_SERVICE_KEY`] (`application`) | `LOGCOLLECT_ECS_SERVICE_KEY` |
+/// | `ecs_extra_prefix` | [`DEFAULT_ECS_EXTRA_PREFIX`] (`extra`) | `LOGCOLLECT_ECS_EXTRA_PREFIX` |
 #[derive(Clone)]
 pub struct Config {
     pub(crate) brokers: BrokerList,
@@ -151,6 +155,9 @@ pub struct Config {
     pub(crate) batch_linger: Duration,
     pub(crate) batch_max_bytes: usize,
     pub(crate) batch_format: BatchFormat,
+    pub(crate) profile: Profile,
+    pub(crate) ecs_service_key: String,
+    pub(crate) ecs_extra_prefix: String,
 }
 
 /// TLS material read at build time, so a missing file is a boot error and
@@ -280,6 +287,18 @@ impl Config {
     pub fn ignored_targets(&self) -> &[String] {
         &self.ignored_targets
     }
+    /// The record shape.
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+    /// ECS: the activity-identity key whose value is `service.name`.
+    pub fn ecs_service_key(&self) -> &str {
+        &self.ecs_service_key
+    }
+    /// ECS: where user fields named like an ECS field we write go.
+    pub fn ecs_extra_prefix(&self) -> &str {
+        &self.ecs_extra_prefix
+    }
 
     /// Whether a record from `target` at `level` should be shipped.
     #[inline]
@@ -343,6 +362,9 @@ pub struct ConfigBuilder {
     batch_linger: Option<Duration>,
     batch_max_bytes: Option<usize>,
     batch_format: Option<BatchFormat>,
+    profile: Option<Profile>,
+    ecs_service_key: Option<String>,
+    ecs_extra_prefix: Option<String>,
 }
 
 impl fmt::Debug for ConfigBuilder {
@@ -526,6 +548,25 @@ impl ConfigBuilder {
         /// Bound on one connection attempt.
         connect_timeout: Duration
     );
+    setter!(
+        /// The record shape: [`Profile::Logcollect`] (flat, as the Python
+        /// library) or [`Profile::Ecs`] (Elastic Common Schema, nested).
+        profile: Profile
+    );
+    /// ECS: the activity-identity key whose value becomes `service.name`
+    /// (the other pairs become `labels.*`).
+    #[must_use]
+    pub fn ecs_service_key(mut self, key: impl Into<String>) -> Self {
+        self.ecs_service_key = Some(key.into());
+        self
+    }
+    /// ECS: the object that receives user fields named like an ECS field we
+    /// write (`host` → `extra.host`); may be dotted (`app.extra`).
+    #[must_use]
+    pub fn ecs_extra_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.ecs_extra_prefix = Some(prefix.into());
+        self
+    }
 
     /// Fills every setting that code has not set from the `LOGCOLLECT_*`
     /// environment variables. A variable that is set but unusable is an error
@@ -543,6 +584,17 @@ impl ConfigBuilder {
         fill(&mut self.level, get("LOGCOLLECT_LEVEL"));
         fill(&mut self.type_name, get("LOGCOLLECT_TYPE"));
         fill(&mut self.host, get("LOGCOLLECT_HOST"));
+        fill(&mut self.ecs_service_key, get("LOGCOLLECT_ECS_SERVICE_KEY"));
+        fill(
+            &mut self.ecs_extra_prefix,
+            get("LOGCOLLECT_ECS_EXTRA_PREFIX"),
+        );
+        if let Some(v) = get("LOGCOLLECT_PROFILE") {
+            let p = v
+                .parse()
+                .map_err(|_| env_err("LOGCOLLECT_PROFILE", &v, "logcollect or ecs"))?;
+            fill(&mut self.profile, Some(p));
+        }
         if let Some(v) = get("LOGCOLLECT_DURABLE") {
             fill(
                 &mut self.durable,
@@ -698,6 +750,11 @@ impl ConfigBuilder {
             self.tls_cert_file.as_deref(),
             self.tls_key_file.as_deref(),
         )?;
+        let ecs_extra_prefix = self
+            .ecs_extra_prefix
+            .unwrap_or_else(|| DEFAULT_ECS_EXTRA_PREFIX.to_owned());
+        crate::encode::check_ecs_extra_prefix(&ecs_extra_prefix)
+            .map_err(|msg| Error::new(ErrorKind::InvalidConfig, msg))?;
         let activity_identity = self.activity_identity.unwrap_or_default();
         for (k, _) in &activity_identity {
             check(!k.is_empty(), || {
@@ -735,6 +792,11 @@ impl ConfigBuilder {
             batch_linger: self.batch_linger.unwrap_or(DEFAULT_BATCH_LINGER),
             batch_max_bytes,
             batch_format: self.batch_format.unwrap_or_default(),
+            profile: self.profile.unwrap_or_default(),
+            ecs_service_key: self
+                .ecs_service_key
+                .unwrap_or_else(|| DEFAULT_ECS_SERVICE_KEY.to_owned()),
+            ecs_extra_prefix,
         })
     }
 }
@@ -1011,6 +1073,37 @@ mod tests {
         assert!(!format!("{b:?}").contains("s3cr3tpw"));
         let c = b.build().unwrap();
         assert!(!format!("{c:?}").contains("s3cr3tpw"));
+    }
+
+    /// The `profile` and `ecs_*` rows of the table, and their variables.
+    #[test]
+    fn profile_settings_defaults_env_and_errors() {
+        let c = Config::builder().build().unwrap();
+        assert_eq!(c.profile(), Profile::Logcollect);
+        assert_eq!(c.ecs_service_key(), "application");
+        assert_eq!(c.ecs_extra_prefix(), "extra");
+        let e = env(&[
+            ("LOGCOLLECT_PROFILE", " ECS "),
+            ("LOGCOLLECT_ECS_SERVICE_KEY", "app"),
+            ("LOGCOLLECT_ECS_EXTRA_PREFIX", "my.extra"),
+        ]);
+        let c = Config::builder().env_from(&e).unwrap().build().unwrap();
+        assert_eq!(
+            (c.profile(), c.ecs_service_key(), c.ecs_extra_prefix()),
+            (Profile::Ecs, "app", "my.extra")
+        );
+        let code = Config::builder().profile(Profile::Logcollect);
+        let c = code.env_from(&e).unwrap().build().unwrap();
+        assert_eq!(c.profile(), Profile::Logcollect, "code wins");
+        let err = Config::builder()
+            .env_from(env(&[("LOGCOLLECT_PROFILE", "elastic")]))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidEnv);
+        assert!(err.to_string().contains("LOGCOLLECT_PROFILE"), "{err}");
+        for bad in ["", "host", "a..b", "_x", "[a]", "a.b.c.d.e"] {
+            let e = Config::builder().ecs_extra_prefix(bad).build().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{bad:?}: {e}");
+        }
     }
 
     #[test]

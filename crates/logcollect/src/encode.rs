@@ -1,4 +1,5 @@
-//! The Logstash JSON encoder (`logcollect` profile). Pure: no I/O.
+//! The Logstash JSON encoder: the `logcollect` profile here, the ECS profile
+//! in `ecs.rs` (see [`Profile`]). Pure: no I/O.
 //!
 //! Field order follows the Python library where it can (`@timestamp`,
 //! `@version`, `host`, `tags`, `type`, `seq`, `levelname`, `logger`,
@@ -12,11 +13,19 @@
 //! `_` and keys with `[` `]` are rewritten; duplicates keep the first value;
 //! non-finite floats become strings; the output is one JSON object of at most
 //! `max_record_bytes` bytes (larger records are truncated with a marker).
+//!
+//! Type stability (both profiles): the first JSON type a user key is sent
+//! with in a process is remembered ([`TypeTracker`]); a later value of
+//! another type goes to `<key>_<type>`, so Elasticsearch's dynamic mapping
+//! never rejects the document.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
@@ -61,6 +70,296 @@ const SEQ_CAP: u64 = 1000;
 /// Room kept for the truncation marker and closing brace.
 const MARKER_RESERVE: usize = 96;
 
+mod ecs;
+pub(crate) use ecs::check_ecs_extra_prefix;
+pub use ecs::{DEFAULT_ECS_EXTRA_PREFIX, DEFAULT_ECS_SERVICE_KEY, ECS_RESERVED_ROOTS, ECS_VERSION};
+
+/// The shape of the JSON records (`profile` setting, `LOGCOLLECT_PROFILE`).
+///
+/// One shipper writes one profile; two shippers of one process may use
+/// different ones (each exchange then receives only its own shape).
+///
+/// # `Logcollect` (the default)
+///
+/// Flat Logstash JSON, wire-compatible with the Python library (see the
+/// crate documentation for the field table). Pick it for a classic
+/// Logstash/Kibana shared with Python logcollect services.
+///
+/// # `Ecs`
+///
+/// [Elastic Common Schema](https://www.elastic.co/guide/en/ecs/current/index.html)
+/// version [`ECS_VERSION`], as **nested objects** (`{"log":{"level":"info"}}`,
+/// never the dotted key `"log.level"`). Pick it for Logstash 8 in ECS
+/// compatibility mode and the stack's `logs-*` index templates
+/// (`ecs@mappings`), which map `host`, `process`, `error` and `event` as
+/// objects and reject the `logcollect` profile's string `host`.
+///
+/// | ECS field | value |
+/// |---|---|
+/// | `@timestamp` | time of the call, UTC, microseconds, `Z` |
+/// | `message` | the formatted message |
+/// | `log.level` | `trace` `debug` `info` `warn` `error` `critical` (the lowercase Rust names; `critical` for [`Level::Critical`]) |
+/// | `log.logger` | the `log` target or `tracing` event target (`root` when empty) |
+/// | `log.origin.file.name`, `log.origin.file.line` | call site, when known |
+/// | `ecs.version` | [`ECS_VERSION`] |
+/// | `host.hostname`, `host.name` | the `host` setting |
+/// | `process.pid`, `process.thread.name` | this process and thread |
+/// | `service.name` | the activity-identity value of `ecs_service_key` ([`DEFAULT_ECS_SERVICE_KEY`]: `application`), when the identity has it |
+/// | `labels.<key>` | every other activity-identity pair (`.` in a key becomes `_`: labels are flat) |
+/// | `tags` | the `tags` setting |
+/// | `event.id` | the record id: UUIDv7, also the AMQP `message_id` |
+/// | `event.sequence` | `seq` of the `logcollect` profile |
+/// | `event.dataset` | `<service.name>.log`; absent without a service name |
+/// | `error.type`, `error.message`, `error.stack_trace` | the first `dyn Error` field of a record: its field name (Rust has no runtime type name for a `dyn Error`), its message, and the message with its `Caused by:` chain |
+/// | `trace.id`, `span.id` | fields `trace_id` / `span_id`, else the parts of a valid W3C `traceparent` field |
+/// | `http.request.id` | field `request_id` |
+/// | other fields | as nested objects: `a.b` = 1 → `{"a":{"b":1}}` |
+/// | user fields under a root we write | moved under `ecs_extra_prefix` ([`DEFAULT_ECS_EXTRA_PREFIX`]: `extra`): `host` → `extra.host` |
+/// | truncation marker | `logcollect.truncated`, `logcollect.original_bytes`, `logcollect.dropped_fields` |
+///
+/// The `type` setting and the module path have no ECS field and are not sent.
+///
+/// Field rules in ECS:
+/// - A key is split at `.` into a path; empty parts are skipped (`a..b` is
+///   `a.b`, a key of only dots is `empty_key`); each part goes through the
+///   key guards of the `logcollect` profile (`@x` → `at_x`, `_x` → `extra__x`,
+///   `[` `]` → `_`); a path deeper than 10 parts has its tail joined with `_`
+///   (Elasticsearch rejects objects nested deeper than 20).
+/// - A path whose first part is in [`ECS_RESERVED_ROOTS`] goes under
+///   `ecs_extra_prefix`, so user data never overwrites an ECS field nor
+///   changes its type.
+/// - `trace_id`, `span_id`, `traceparent` and `request_id` are taken as ECS
+///   fields when they are strings or numbers of at most 256 bytes
+///   (`traceparent` only when valid); otherwise they stay ordinary fields.
+/// - Within a record, the first value of a path wins (as in the `logcollect`
+///   profile). When one record holds both a value and an object at the same
+///   path (`a` = 1 and `a.b` = 2), the type rule below renames one of them;
+///   when the key is not tracked (see [`TYPE_TRACKING_MAX_KEYS`]), `a` stays
+///   the object and the value moves to `a.value`.
+///
+/// # Type stability (both profiles)
+///
+/// Elasticsearch maps a field by the first value it sees and rejects later
+/// documents whose value has another type (a string in a `long` field, a
+/// scalar where an object was). The encoder remembers, per shipper, the
+/// first JSON type of every user key (every path and parent path in ECS)
+/// as one of `str`, `num` (integers and floats: Elasticsearch coerces
+/// between them), `bool`, `obj`, `arr`; a later value of another type is
+/// written under `<key>_<type>`, consistently: `count` = 3 then
+/// `count` = "many" gives `count` and `count_str`; in ECS `a` = 1 then
+/// `a.b` = 2 gives `a` and `a_obj.b`. `null` matches every type. Our own
+/// fields and the activity identity have fixed types and are not tracked.
+/// At most [`TYPE_TRACKING_MAX_KEYS`] keys are remembered; keys first seen
+/// after that are written as they come. NaN and infinities are strings, so
+/// they count as `str`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Profile {
+    /// Flat Logstash JSON compatible with the Python library.
+    #[default]
+    Logcollect,
+    /// Elastic Common Schema, as nested objects.
+    Ecs,
+}
+
+impl Profile {
+    /// The name `LOGCOLLECT_PROFILE` takes: `logcollect` or `ecs`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Profile::Logcollect => "logcollect",
+            Profile::Ecs => "ecs",
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = crate::error::Error;
+    /// `logcollect` (or `default`) and `ecs`, in any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "logcollect" | "default" => Ok(Profile::Logcollect),
+            "ecs" => Ok(Profile::Ecs),
+            other => Err(crate::error::Error::new(
+                crate::error::ErrorKind::InvalidConfig,
+                format!("unknown profile {other:?}: expected logcollect or ecs"),
+            )),
+        }
+    }
+}
+
+/// How many user keys (ECS: paths) one shipper remembers the JSON type of.
+/// 10,000 covers any sane schema at about 20 bytes each (200 KB); a service
+/// that makes keys from data (ids as keys) stops being tracked there instead
+/// of growing without bound.
+pub const TYPE_TRACKING_MAX_KEYS: usize = 10_000;
+
+/// JSON type of a field value, as far as Elasticsearch's mapping cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Null,
+    Bool,
+    /// Integers and floats: Elasticsearch coerces one into the other.
+    Num,
+    Str,
+    Arr,
+    Obj,
+}
+
+impl Kind {
+    /// The suffix of a renamed key: `count_str`.
+    fn suffix(self) -> &'static str {
+        match self {
+            Kind::Null => "null",
+            Kind::Bool => "bool",
+            Kind::Num => "num",
+            Kind::Str => "str",
+            Kind::Arr => "arr",
+            Kind::Obj => "obj",
+        }
+    }
+
+    /// The type of a valid JSON value.
+    fn of_json(json: &[u8]) -> Kind {
+        match json.first() {
+            Some(b'"') | None => Kind::Str,
+            Some(b't' | b'f') => Kind::Bool,
+            Some(b'n') => Kind::Null,
+            Some(b'[') => Kind::Arr,
+            Some(b'{') => Kind::Obj,
+            Some(_) => Kind::Num,
+        }
+    }
+
+    fn of_f64(v: f64) -> Kind {
+        if v.is_finite() {
+            Kind::Num
+        } else {
+            Kind::Str // written as "NaN", "Infinity", "-Infinity"
+        }
+    }
+}
+
+/// Hashes that are already FNV-1a hashes of the key, mixed once more so the
+/// map's buckets and control bytes both get well-spread bits.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHashHasher(u64);
+
+impl Hasher for KeyHashHasher {
+    fn finish(&self) -> u64 {
+        let h = self.0 ^ (self.0 >> 31);
+        h.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// 16 shards: records logged from many threads rarely meet on one lock.
+const TYPE_SHARDS: usize = 16;
+
+type KindMap = HashMap<u64, Kind, BuildHasherDefault<KeyHashHasher>>;
+
+/// The first JSON type seen per user key (by key hash), bounded in size.
+#[derive(Debug)]
+struct TypeTracker {
+    shards: [RwLock<KindMap>; TYPE_SHARDS],
+    len: AtomicUsize,
+    max: usize,
+    /// Tells this tracker's entries apart in the per-thread cache.
+    salt: u64,
+}
+
+/// Entries of the per-thread cache before it starts afresh.
+const KIND_CACHE_MAX: usize = 1024;
+
+thread_local! {
+    /// Types this thread has read from a tracker (key hash ^ tracker salt).
+    /// A recorded type never changes, so a copy is always right, and a key
+    /// on every record (`request_id`) is then read without touching a lock
+    /// shared with other threads.
+    static KIND_CACHE: RefCell<KindMap> = RefCell::new(KindMap::default());
+}
+
+impl TypeTracker {
+    fn new(max: usize) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TypeTracker {
+            shards: Default::default(),
+            len: AtomicUsize::new(0),
+            max,
+            salt: NEXT
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        }
+    }
+
+    /// Whether `kind` differs from the first type seen for the key hashed
+    /// `h`. The first sighting records `kind` (while there is room); `null`
+    /// and untracked keys never conflict.
+    fn conflicts(&self, h: u64, kind: Kind) -> bool {
+        if kind == Kind::Null || self.max == 0 {
+            return false;
+        }
+        let slot = h ^ self.salt;
+        let cached = KIND_CACHE
+            .try_with(|c| c.try_borrow().ok().and_then(|c| c.get(&slot).copied()))
+            .ok()
+            .flatten();
+        if let Some(k) = cached {
+            return k != kind;
+        }
+        let Some(first) = self.first_kind(h, kind) else {
+            return false; // not tracked
+        };
+        let _ = KIND_CACHE.try_with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                if c.len() >= KIND_CACHE_MAX {
+                    c.clear();
+                }
+                c.insert(slot, first);
+            }
+        });
+        first != kind
+    }
+
+    /// The first type recorded for `h`, recording `kind` if there is none
+    /// yet and there is room; `None` when the key is not tracked.
+    fn first_kind(&self, h: u64, kind: Kind) -> Option<Kind> {
+        let shard = &self.shards[(h >> 60) as usize % TYPE_SHARDS];
+        if let Some(k) = shard.read().unwrap_or_else(PoisonError::into_inner).get(&h) {
+            return Some(*k);
+        }
+        if self.len.load(Ordering::Relaxed) >= self.max {
+            return None;
+        }
+        let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(k) = map.get(&h) {
+            return Some(*k); // another thread was first
+        }
+        let room = self
+            .len
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok();
+        room.then(|| {
+            map.insert(h, kind);
+            kind
+        })
+    }
+}
+
 /// One encoded record, ready for the queue.
 #[derive(Debug, Clone)]
 pub(crate) struct Encoded {
@@ -86,6 +385,10 @@ pub(crate) struct Encoder {
     max_bytes: usize,
     /// `(micros << 11) | seq` of the last record: one atomic for both.
     seq_state: AtomicU64,
+    /// First JSON type of each user key (type stability, both profiles).
+    types: TypeTracker,
+    /// The ECS profile's precomputed parts; `None` for `logcollect`.
+    ecs: Option<Box<ecs::EcsParts>>,
 }
 
 /// Which dynamic built-in fields to write (an identity key of the same name wins).
@@ -178,6 +481,11 @@ impl Encoder {
             routing_prefix: config.routing_key.clone(),
             max_bytes: config.max_record_bytes,
             seq_state: AtomicU64::new(0),
+            types: TypeTracker::new(TYPE_TRACKING_MAX_KEYS),
+            ecs: match config.profile {
+                Profile::Ecs => Some(Box::new(ecs::EcsParts::new(config))),
+                Profile::Logcollect => None,
+            },
         }
     }
 
@@ -272,6 +580,10 @@ pub(crate) struct Scratch {
     exc: String,
     seen: Vec<u64>,
     fields: Vec<(usize, usize)>,
+    /// ECS only: each field's raw key (a range of `keys`) and type; its
+    /// value is the same index of `fields`.
+    ecs_fields: Vec<ecs::FieldKey>,
+    keys: String,
 }
 
 thread_local! {
@@ -312,10 +624,15 @@ impl ScratchSlot {
         if s.exc.capacity() > 64 * 1024 {
             s.exc = String::new();
         }
+        if s.keys.capacity() > 64 * 1024 {
+            s.keys = String::new();
+        }
         s.message.clear();
         s.exc.clear();
         s.seen.clear();
         s.fields.clear();
+        s.ecs_fields.clear();
+        s.keys.clear();
         self.0.set(Some(s));
         self.1.set(false);
     }
@@ -332,6 +649,9 @@ pub(crate) struct RecordWriter<'e> {
     routing_key: String,
     has_message: bool,
     error_chain: Vec<String>,
+    /// ECS: the first error field's key and the length of its message at
+    /// the start of `Scratch::exc`.
+    ecs_error: Option<(String, usize)>,
 }
 
 impl Drop for RecordWriter<'_> {
@@ -350,6 +670,9 @@ impl<'e> RecordWriter<'e> {
         logger: &str,
         loc: Location<'_>,
     ) -> Self {
+        if let Some(parts) = enc.ecs.as_deref() {
+            return ecs::start(enc, parts, scratch, level, logger, loc);
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -407,14 +730,7 @@ impl<'e> RecordWriter<'e> {
         if e.thread {
             sep(&mut buf);
             buf.extend_from_slice(b"\"threadName\":");
-            let cached = THREAD_NAME.try_with(|n| {
-                let mut n = n.borrow_mut();
-                let name = n.get_or_insert_with(thread_name_json);
-                buf.extend_from_slice(name.as_bytes());
-            });
-            if cached.is_err() {
-                buf.extend_from_slice(thread_name_json().as_bytes());
-            }
+            push_thread_name(&mut buf);
         }
         if let (true, Some(file)) = (e.pathname, loc.file) {
             sep(&mut buf);
@@ -451,6 +767,7 @@ impl<'e> RecordWriter<'e> {
             routing_key,
             has_message: false,
             error_chain: Vec::new(),
+            ecs_error: None,
         }
     }
 
@@ -492,8 +809,14 @@ impl<'e> RecordWriter<'e> {
         &mut s.message
     }
 
-    /// Writes `,"key":` for a new key; `false` if the key was already written.
-    fn key(&mut self, key: &str) -> bool {
+    /// Writes `,"key":` for a new key; `false` if the key was already
+    /// written (or the field is dropped). A value of `kind` that differs from
+    /// the key's first type goes to `<key>_<kind>`. ECS: records the key for
+    /// `finish` and writes nothing but the value.
+    fn key(&mut self, key: &str, kind: Kind) -> bool {
+        if self.enc.ecs.is_some() {
+            return self.ecs_key(key, kind);
+        }
         let clean = sanitize_key(key, |k| self.enc.is_reserved(k));
         let h = hash_key(&clean);
         let start = self.buf.len();
@@ -502,10 +825,58 @@ impl<'e> RecordWriter<'e> {
             return false;
         }
         s.seen.push(h);
+        let clean = if self.enc.types.conflicts(h, kind) {
+            match self.retyped(&clean, kind) {
+                Some(k) => std::borrow::Cow::Owned(k),
+                None => return false,
+            }
+        } else {
+            clean
+        };
+        let s = self.scratch.as_mut().expect("scratch");
         s.fields.push((start, start));
         self.buf.push(b',');
         push_json_bytes(&mut self.buf, &clean);
         self.buf.push(b':');
+        true
+    }
+
+    /// `<key>_<kind>` for a value whose type is not the key's first one;
+    /// `None` (field dropped) when that name is taken in this record or has
+    /// itself another type after three tries (a user sending `count_str` as
+    /// a number…).
+    fn retyped(&mut self, key: &str, kind: Kind) -> Option<String> {
+        let mut name = key.to_owned();
+        for _ in 0..3 {
+            name.push('_');
+            name.push_str(kind.suffix());
+            if self.enc.is_reserved(&name) {
+                name.insert_str(0, RENAMED_KEY_PREFIX);
+            }
+            let h = hash_key(&name);
+            let s = self.scratch();
+            if s.seen.contains(&h) {
+                return None;
+            }
+            s.seen.push(h);
+            if !self.enc.types.conflicts(h, kind) {
+                return Some(name);
+            }
+        }
+        None
+    }
+
+    /// ECS: keeps the raw key; the value follows in `buf`.
+    fn ecs_key(&mut self, key: &str, kind: Kind) -> bool {
+        let start = self.buf.len();
+        let s = self.scratch();
+        let k0 = s.keys.len();
+        s.keys.push_str(key);
+        s.ecs_fields.push(ecs::FieldKey {
+            key: (k0, s.keys.len()),
+            kind,
+        });
+        s.fields.push((start, start));
         true
     }
 
@@ -518,7 +889,7 @@ impl<'e> RecordWriter<'e> {
 
     /// A string field.
     pub(crate) fn str(&mut self, key: &str, v: &str) {
-        if self.key(key) {
+        if self.key(key, Kind::Str) {
             push_json_bytes(&mut self.buf, v);
             self.end_field();
         }
@@ -527,7 +898,7 @@ impl<'e> RecordWriter<'e> {
     /// A field written with `Display` (or `Debug` via `format_args!("{:?}")`).
     #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
     pub(crate) fn display(&mut self, key: &str, v: fmt::Arguments<'_>) {
-        if self.key(key) {
+        if self.key(key, Kind::Str) {
             self.buf.push(b'"');
             let _ = JsonStrWriter(&mut self.buf).write_fmt(v);
             self.buf.push(b'"');
@@ -537,7 +908,7 @@ impl<'e> RecordWriter<'e> {
 
     /// An `i64` field.
     pub(crate) fn i64(&mut self, key: &str, v: i64) {
-        if self.key(key) {
+        if self.key(key, Kind::Num) {
             if v < 0 {
                 self.buf.push(b'-');
             }
@@ -548,7 +919,7 @@ impl<'e> RecordWriter<'e> {
 
     /// A `u64` field.
     pub(crate) fn u64(&mut self, key: &str, v: u64) {
-        if self.key(key) {
+        if self.key(key, Kind::Num) {
             push_u64(&mut self.buf, v);
             self.end_field();
         }
@@ -569,7 +940,7 @@ impl<'e> RecordWriter<'e> {
 
     /// An `f64` field; NaN and infinities as strings.
     pub(crate) fn f64(&mut self, key: &str, v: f64) {
-        if self.key(key) {
+        if self.key(key, Kind::of_f64(v)) {
             push_f64(&mut self.buf, v);
             self.end_field();
         }
@@ -577,7 +948,7 @@ impl<'e> RecordWriter<'e> {
 
     /// A `bool` field.
     pub(crate) fn bool(&mut self, key: &str, v: bool) {
-        if self.key(key) {
+        if self.key(key, Kind::Bool) {
             self.buf
                 .extend_from_slice(if v { b"true" } else { b"false" });
             self.end_field();
@@ -586,7 +957,7 @@ impl<'e> RecordWriter<'e> {
 
     /// A `null` field.
     pub(crate) fn null(&mut self, key: &str) {
-        if self.key(key) {
+        if self.key(key, Kind::Null) {
             self.buf.extend_from_slice(b"null");
             self.end_field();
         }
@@ -595,7 +966,7 @@ impl<'e> RecordWriter<'e> {
     /// A field whose value is already valid JSON (pre-encoded span fields).
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) fn raw(&mut self, key: &str, json: &str) {
-        if self.key(key) {
+        if self.key(key, Kind::of_json(json.as_bytes())) {
             self.buf.extend_from_slice(json.as_bytes());
             self.end_field();
         }
@@ -617,22 +988,22 @@ impl<'e> RecordWriter<'e> {
     /// also fills `exc_info` (message and `Caused by:` chain, like a
     /// traceback) and `error_chain` (the sources' messages).
     #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
+    ///
+    /// ECS: the first error of a record fills `error.*` instead (its field
+    /// name is `error.type`); later ones are ordinary string fields.
     pub(crate) fn error(&mut self, key: &str, err: &(dyn StdError + 'static)) {
+        if self.enc.ecs.is_some() && self.ecs_error.is_none() {
+            let (text, msg_len, chain) = error_text(err);
+            self.scratch().exc = text;
+            self.error_chain = chain;
+            self.ecs_error = Some((key.to_owned(), msg_len));
+            return;
+        }
         self.display(key, format_args!("{err}"));
         if !self.error_chain.is_empty() || !self.scratch().exc.is_empty() {
             return;
         }
-        let mut text = String::new();
-        let _ = write!(text, "{err}");
-        let mut source = err.source();
-        let mut chain = Vec::new();
-        // A cyclic or absurdly long chain must not hang the caller.
-        while let Some(s) = source.filter(|_| chain.len() < 32) {
-            let msg = s.to_string();
-            let _ = write!(text, "\nCaused by: {msg}");
-            chain.push(msg);
-            source = s.source();
-        }
+        let (text, _, chain) = error_text(err);
         self.scratch().exc = text;
         self.error_chain = chain;
     }
@@ -640,6 +1011,9 @@ impl<'e> RecordWriter<'e> {
     /// Writes the message, error details and identity, closes the object and
     /// enforces the size cap.
     pub(crate) fn finish(mut self) -> Encoded {
+        if self.enc.ecs.is_some() {
+            return ecs::finish(self);
+        }
         let enc = self.enc;
         let scratch = self.scratch.take().expect("scratch");
         let mut buf = std::mem::take(&mut self.buf);
@@ -772,6 +1146,24 @@ impl<'e> RecordWriter<'e> {
     }
 }
 
+/// An error's message followed by its `Caused by:` chain, the message's
+/// length in that text, and the sources' messages.
+fn error_text(err: &(dyn StdError + 'static)) -> (String, usize, Vec<String>) {
+    let mut text = String::new();
+    let _ = write!(text, "{err}");
+    let msg_len = text.len();
+    let mut source = err.source();
+    let mut chain = Vec::new();
+    // A cyclic or absurdly long chain must not hang the caller.
+    while let Some(s) = source.filter(|_| chain.len() < 32) {
+        let msg = s.to_string();
+        let _ = write!(text, "\nCaused by: {msg}");
+        chain.push(msg);
+        source = s.source();
+    }
+    (text, msg_len, chain)
+}
+
 /// `s` cut to [`MAX_HEAD_STR`] bytes on a character boundary.
 fn cut(s: &str) -> &str {
     if s.len() <= MAX_HEAD_STR {
@@ -782,6 +1174,18 @@ fn cut(s: &str) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// Appends this thread's name as a JSON string (cached per thread).
+fn push_thread_name(buf: &mut Vec<u8>) {
+    let cached = THREAD_NAME.try_with(|n| {
+        let mut n = n.borrow_mut();
+        let name = n.get_or_insert_with(thread_name_json);
+        buf.extend_from_slice(name.as_bytes());
+    });
+    if cached.is_err() {
+        buf.extend_from_slice(thread_name_json().as_bytes());
+    }
 }
 
 fn thread_name_json() -> String {

@@ -86,7 +86,10 @@ pub use config::{
     DEFAULT_RECORDS_PER_MESSAGE, DEFAULT_ROUTING_KEY, DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_SPOOL_MAX_BYTES, DEFAULT_TYPE,
 };
-pub use encode::RENAMED_KEY_PREFIX;
+pub use encode::{
+    Profile, DEFAULT_ECS_EXTRA_PREFIX, DEFAULT_ECS_SERVICE_KEY, ECS_RESERVED_ROOTS, ECS_VERSION,
+    RENAMED_KEY_PREFIX, TYPE_TRACKING_MAX_KEYS,
+};
 pub use error::{Error, ErrorKind, ShutdownError};
 pub use filter::{Filter, Level};
 #[cfg(feature = "log")]

@@ -1620,3 +1620,152 @@ proptest! {
         prop_assert!(k.len() == full.len() || k.len() + 4 > 255, "cut too early: {}", k.len());
     }
 }
+
+// ------------------------------------------------ 10. type stability
+
+#[test]
+fn type_changes_are_renamed_consistently() {
+    let enc = encoder(reference_config());
+    let rec = |f: &dyn Fn(&mut RecordWriter<'_>)| {
+        let mut w = enc.begin(Level::Info, "t", loc()).unwrap();
+        f(&mut w);
+        parse(&w.finish().body)
+    };
+    let a = rec(&|w| {
+        w.i64("count", 3);
+        w.bool("flag", true);
+        w.f64("ratio", 0.5);
+        w.null("maybe");
+        w.raw("span_f", "\"s\"");
+        w.raw("obj", r#"{"k":1}"#);
+    });
+    let b = rec(&|w| {
+        w.str("count", "many");
+        w.str("flag", "yes");
+        w.i64("ratio", 1);
+        w.str("maybe", "text");
+        w.raw("span_f", "5");
+        w.str("obj", "flat");
+    });
+    let c = rec(&|w| {
+        w.u64("count", 4);
+        w.f64("ratio", f64::NAN);
+        w.display("flag", format_args!("{}", "again"));
+        w.i128("span_f", i128::MAX);
+    });
+    assert_eq!(
+        (a["count"].clone(), a["flag"].clone()),
+        (json(3), json(true))
+    );
+    assert_eq!(a["obj"], serde_json::json!({"k": 1}));
+    assert_eq!(b["count_str"], "many");
+    assert_eq!(b["flag_str"], "yes");
+    assert_eq!(b["ratio"], 1, "ints and floats are one type");
+    assert_eq!(b["maybe"], "text", "null fixes no type");
+    assert_eq!(b["span_f_num"], 5);
+    assert_eq!(b["obj_str"], "flat");
+    assert!(!b.contains_key("count") && !b.contains_key("flag"));
+    assert_eq!(c["count"], 4);
+    assert_eq!(c["ratio_str"], "NaN", "a non-finite float is a string");
+    assert_eq!(c["flag_str"], "again");
+    assert_eq!(c["span_f"], i128::MAX.to_string(), "first seen as a string");
+}
+
+fn json<T: Into<Value>>(v: T) -> Value {
+    v.into()
+}
+
+#[test]
+fn renamed_key_collisions() {
+    let enc = encoder(reference_config().activity_identity([("project", "demo"), ("n_str", "id")]));
+    let first = enc
+        .encode_record(
+            &Record::new(Level::Info, "t", "m")
+                .field("n", 1i64)
+                .field("count", 1i64),
+        )
+        .unwrap();
+    parse(&first.body);
+    // `n_str` is an identity key: the rename gets the `extra_` prefix.
+    // `count_str` is already in the record: the renamed value is dropped
+    // (duplicates keep the first value).
+    let out = enc
+        .encode_record(
+            &Record::new(Level::Info, "t", "m")
+                .field("n", "s")
+                .field("count_str", "explicit")
+                .field("count", "many"),
+        )
+        .unwrap();
+    let ob = parse(&out.body);
+    assert_eq!(ob["n_str"], "id");
+    assert_eq!(ob["extra_n_str"], "s");
+    assert_eq!(ob["count_str"], "explicit");
+    assert!(!ob.contains_key("count"));
+    // A renamed key with another type of its own goes one step further.
+    let ob = parse(
+        &enc.encode_record(&Record::new(Level::Info, "t", "m").field("count_str", 5i64))
+            .unwrap()
+            .body,
+    );
+    assert_eq!(ob["count_str_num"], 5);
+}
+
+#[test]
+fn type_tracking_is_bounded_and_per_encoder() {
+    let enc = encoder(reference_config());
+    enc.types
+        .len
+        .store(TYPE_TRACKING_MAX_KEYS, Ordering::Relaxed);
+    let r = |v: FieldValue| Record::new(Level::Info, "t", "m").field("fresh", v);
+    enc.encode_record(&r(FieldValue::I64(1))).unwrap();
+    let ob = parse(&enc.encode_record(&r("x".into())).unwrap().body);
+    assert_eq!(ob["fresh"], "x", "untracked keys are written as they come");
+    let a = encoder(reference_config());
+    let b = encoder(reference_config());
+    a.encode_record(&r(FieldValue::I64(1))).unwrap();
+    let ob = parse(&b.encode_record(&r("x".into())).unwrap().body);
+    assert_eq!(ob["fresh"], "x", "each encoder remembers its own types");
+}
+
+#[test]
+fn threads_racing_on_a_new_key_agree_on_its_type() {
+    let enc = encoder(reference_config());
+    let outs: Vec<Map<String, Value>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let enc = &enc;
+                s.spawn(move || {
+                    (0..50)
+                        .map(|i| {
+                            let v = if (t + i) % 2 == 0 {
+                                FieldValue::I64(i as i64)
+                            } else {
+                                FieldValue::Str(format!("s{i}"))
+                            };
+                            let r = Record::new(Level::Info, "t", "m").field("race", v);
+                            parse(&enc.encode_record(&r).unwrap().body)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    // One key per type, the same in every record.
+    let mut key_of: std::collections::HashMap<&'static str, String> = Default::default();
+    for ob in &outs {
+        let (k, v) = ob
+            .iter()
+            .find(|(k, _)| k.starts_with("race"))
+            .expect("the field is kept");
+        let first = key_of.entry(kind(v)).or_insert_with(|| k.clone());
+        assert_eq!(first, k, "{v} under {k}, earlier under {first}");
+    }
+    assert_eq!(key_of.len(), 2);
+    assert!(key_of.values().any(|k| k == "race"));
+    assert!(key_of.values().any(|k| k == "race_num" || k == "race_str"));
+}
