@@ -37,15 +37,17 @@ use logcollect_bench::{
 /// The bare publisher's lapin URL (same broker, vhost `/`).
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-const USAGE: &str = "usage: throughput [N] [--rounds R] [--python]
+const USAGE: &str = "usage: throughput [N] [--rounds R] [--python] [--batch B]
   N           records per round (default 50000)
   --rounds R  rounds of each kind, alternating (default 3)
-  --python    also run bench/python_peer.sh (Python logcollect 0.14) each round";
+  --python    also run bench/python_peer.sh (Python logcollect 0.14) each round
+  --batch B   also run logcollect with B records per message (JSON array) each round";
 
 struct Args {
     n: usize,
     rounds: usize,
     python: bool,
+    batch: Option<usize>,
 }
 
 fn parse_args() -> Result<Option<Args>> {
@@ -53,6 +55,7 @@ fn parse_args() -> Result<Option<Args>> {
         n: 50_000,
         rounds: 3,
         python: false,
+        batch: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -62,6 +65,10 @@ fn parse_args() -> Result<Option<Args>> {
                 return Ok(None);
             }
             "--python" => args.python = true,
+            "--batch" => {
+                let v = it.next().context("--batch needs a value")?;
+                args.batch = Some(v.parse().context("--batch: not a number")?);
+            }
             "--rounds" => {
                 let v = it.next().context("--rounds needs a value")?;
                 args.rounds = v.parse().context("--rounds: not a number")?;
@@ -231,12 +238,13 @@ fn rounds(
     let mut lc = Vec::new();
     let mut bare = Vec::new();
     let mut py = Vec::new();
+    let mut batched: Vec<f64> = Vec::new();
     let mut python = python;
     for round in 1..=args.rounds {
         // logcollect
         let r = attempt(round, "logcollect", || {
             admin.purge(queue)?;
-            let r = logcollect_round(exchange, n, broker)?;
+            let r = logcollect_round(exchange, n, broker, 1)?;
             let reached = admin.wait_count(queue, n as u32, Duration::from_secs(10))?;
             ensure!(
                 reached as usize == n,
@@ -267,6 +275,23 @@ fn rounds(
             r.cpu.per_message(n, r.cpu.own_s)
         );
         lc.push(r);
+
+        // logcollect, batched
+        if let Some(b) = args.batch {
+            let r = attempt(round, "logcollect batched", || {
+                admin.purge(queue)?;
+                // Every record was confirmed when flush() returned; the queue
+                // holds messages (batches), not records, so it is not counted.
+                logcollect_round(exchange, n, broker, b)
+            })?;
+            admin.purge(queue)?;
+            println!(
+                "round {round}: logcollect {:>8.0} rec/s delivered, {b} records per message ({})",
+                r.rate,
+                r.cpu.per_message(n, r.cpu.own_s)
+            );
+            batched.push(r.rate);
+        }
 
         // bare lapin
         let body = captured.clone().context("no captured body")?;
@@ -357,6 +382,23 @@ fn rounds(
     } else if args.python {
         println!("  python      not measured (see above)");
     }
+    if let Some(b) = args.batch {
+        let rate = median(&mut batched);
+        let gain = rate / lc_rate;
+        println!(
+            "  batched     {rate:>8.0} rec/s  ({b} records per message) = {gain:.1}x one per message   target >= 20x: {}",
+            verdict(gain >= 20.0)
+        );
+        if !py.is_empty() {
+            let py_rate = median(&mut py.iter().map(|p| p.calls_per_s).collect::<Vec<_>>());
+            let x = rate / py_rate;
+            println!(
+                "  batched vs python: {x:.0}x python calls/s   target >= 50x: {}",
+                verdict(x >= 50.0)
+            );
+        }
+        println!("batched: {rate:.0} rec/s, {gain:.1}x one per message");
+    }
     println!("throughput: logcollect {lc_rate:.0} rec/s, bare lapin {bare_rate:.0} msg/s, ratio {ratio:.2}");
     Ok(())
 }
@@ -386,10 +428,16 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-fn logcollect_round(exchange: &str, n: usize, broker: Option<&str>) -> Result<LcRound> {
+fn logcollect_round(
+    exchange: &str,
+    n: usize,
+    broker: Option<&str>,
+    records_per_message: usize,
+) -> Result<LcRound> {
     // A queue that holds the whole round: the caller never meets a full queue,
     // so every record is delivered and the figure is the pipeline's speed.
     let config = bench_config(BROKER_URI, exchange)
+        .records_per_message(records_per_message)
         .queue_capacity(n.max(DEFAULT_QUEUE_CAPACITY))
         .shutdown_timeout(Duration::from_secs(10))
         .build()?;
