@@ -56,7 +56,7 @@ pub fn install(shipper: &Shipper) -> Result<(), Error> {
         use tracing_subscriber::Layer as _;
         let filter = filter_for(shipper);
         let subscriber = tracing_subscriber::registry()
-            .with(crate::LogcollectLayer::new(shipper.clone()).with_filter(filter));
+            .with(crate::LogcollectLayer::prefiltered(shipper.clone()).with_filter(filter));
         tracing::subscriber::set_global_default(subscriber).map_err(|e| {
             Error::with_source(
                 ErrorKind::AlreadyInstalled,

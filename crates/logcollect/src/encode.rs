@@ -587,6 +587,8 @@ pub(crate) struct Scratch {
 }
 
 thread_local! {
+    /// Size of this thread's last record plus some slack, for the next buffer.
+    static SIZE_HINT: Cell<usize> = const { Cell::new(0) };
     static SCRATCH: ScratchSlot = ScratchSlot::default();
     static THREAD_NAME: RefCell<Option<String>> = const { RefCell::new(None) };
     /// `(unix seconds, "YYYY-MM-DDTHH:MM:SS")` of the last timestamp on this thread.
@@ -678,7 +680,10 @@ impl<'e> RecordWriter<'e> {
             .unwrap_or_default();
         let micros = now.as_micros() as u64;
         let id = uuid::Uuid::now_v7();
-        let mut buf = Vec::with_capacity(384 + enc.identity.len());
+        // Sized like this thread's last record, so a typical record is built
+        // without growing its buffer (a regrowth copies and doubles it).
+        let hint = SIZE_HINT.try_with(Cell::get).unwrap_or(0);
+        let mut buf = Vec::with_capacity(hint.max(256 + enc.identity.len()));
         let e = &enc.emit;
         buf.push(b'{');
         let mut first = true;
@@ -1040,6 +1045,9 @@ impl<'e> RecordWriter<'e> {
         }
         buf.extend_from_slice(enc.identity.as_bytes());
         buf.push(b'}');
+        // Slack for a longer message next time; capped so one huge record
+        // does not make every later buffer huge.
+        let _ = SIZE_HINT.try_with(|h| h.set((buf.len() + 64).min(16 * 1024)));
         let truncated = buf.len() > enc.max_bytes;
         if truncated {
             buf = self.truncated(&buf, tail_start, &scratch);
@@ -1308,8 +1316,16 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// `"`, `\` and control characters are escaped.
 fn push_json_content(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    // Most strings (paths, module names, messages) need no escape at all: a
+    // simple scan the compiler vectorises, then one copy.
+    let needs_escape = |b: &u8| *b < 0x20 || *b == b'"' || *b == b'\\' || *b == 0x7f;
+    let Some(first) = bytes.iter().position(needs_escape) else {
+        buf.extend_from_slice(bytes);
+        return;
+    };
+    buf.extend_from_slice(&bytes[..first]);
+    let mut start = first;
+    for (i, &b) in bytes.iter().enumerate().skip(first) {
         let esc: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",

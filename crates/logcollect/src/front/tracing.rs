@@ -27,12 +27,28 @@ use crate::ship::{suppressed, Shipper};
 #[derive(Debug, Clone)]
 pub struct LogcollectLayer {
     shipper: Shipper,
+    /// Set when a per-layer filter applying the same levels and ignored
+    /// targets sits in front of this layer (as `boot` installs it): the
+    /// check per event is then already done, once per callsite.
+    prefiltered: bool,
 }
 
 impl LogcollectLayer {
     /// A layer feeding `shipper`.
     pub fn new(shipper: Shipper) -> Self {
-        LogcollectLayer { shipper }
+        LogcollectLayer {
+            shipper,
+            prefiltered: false,
+        }
+    }
+
+    /// A layer behind a filter that already applies the configuration's
+    /// levels and ignored targets.
+    pub(crate) fn prefiltered(shipper: Shipper) -> Self {
+        LogcollectLayer {
+            shipper,
+            prefiltered: true,
+        }
     }
 }
 
@@ -229,7 +245,10 @@ where
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let lvl = level(meta.level());
         let target = meta.target();
-        if !self.shipper.config().wants(target, lvl) {
+        // Events bridged from `log` pass the filter as target "log": their
+        // real target is checked here.
+        let checked = self.prefiltered && normalized.is_none();
+        if !checked && !self.shipper.config().wants(target, lvl) {
             return;
         }
         if !self.shipper.has_room() {
