@@ -1,16 +1,25 @@
-//! `logcollect`: ship records from scripts and cron jobs (`send`) and watch
-//! what reaches the exchange (`tail`).
+//! `logcollect`: ship records from scripts and cron jobs (`send`), watch
+//! what reaches the exchange (`tail`), check a broker end to end (`doctor`)
+//! and prepare it for Logstash (`setup`).
 //!
-//! Both commands read the same `LOGCOLLECT_*` environment as the library
+//! Every command reads the same `LOGCOLLECT_*` environment as the library
 //! (`logcollect::ConfigBuilder::env`); command-line flags win over it.
+//! Settings only the CLI has (`--queue`, `--color`…) read their own
+//! `LOGCOLLECT_*` variable, blank meaning unset as in the library.
 //!
-//! Exit codes: 0 success, 1 records not confirmed or another runtime
-//! failure, 2 usage or configuration error. A closed standard output (`tail |
-//! head -1`) is success, as in ripgrep.
+//! Exit codes are listed in `exit_codes!` (and `--help`). A closed standard
+//! output (`tail | head -1`) is success, as in ripgrep.
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+mod broker;
+mod doctor;
+mod exec;
 mod output;
+mod pipeline;
+mod select;
 mod send;
+mod setup;
+mod style;
 mod tail;
 
 use std::fmt;
@@ -19,39 +28,77 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use logcollect::{Config, ConfigBuilder, ErrorKind};
+use logcollect::{Config, ConfigBuilder, ErrorKind, Level};
 
 /// Exit code of a usage or configuration error (clap uses it too).
 const EXIT_USAGE: u8 = 2;
 /// Exit code of a runtime failure: records not confirmed, broker unreachable.
 const EXIT_FAILURE: u8 = 1;
 
+/// The exit codes, in the top command's `--help` (a macro, so that
+/// `concat!` can take it).
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:
+  0  success; also tail stopped by Ctrl-C, --count or a closed pipe
+  1  failure: records not confirmed or unroutable, broker unreachable,
+     a doctor check failed (the configuration check included), setup
+     found an incompatible exchange or queue
+  2  usage or configuration error (bad flag, URI or LOGCOLLECT_* value)
+  send -- COMMAND: the command's status when it failed (128+N when killed
+     by signal N), else 1 if records were not confirmed, else 0;
+     126 when COMMAND cannot be run, 127 when it is not found"
+    };
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "logcollect",
     version,
-    about = "Ship records to the logcollect RabbitMQ exchange and watch it",
-    after_help = "Settings come from the LOGCOLLECT_* environment variables \
-                  (LOGCOLLECT_BROKER_URI, LOGCOLLECT_EXCHANGE, LOGCOLLECT_ROUTING_KEY, \
-                  LOGCOLLECT_DURABLE, LOGCOLLECT_LEVEL, LOGCOLLECT_SHUTDOWN_TIMEOUT, ...); \
-                  flags win over them.\n\n\
-                  Exit codes: 0 success, 1 records not confirmed or broker failure, \
-                  2 usage or configuration error."
+    about = "Ship records to the logcollect RabbitMQ exchange, watch it, check and set up the broker",
+    after_help = AFTER_HELP
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+const AFTER_HELP: &str = concat!(
+    "\
+Examples:
+  logcollect setup > /etc/logstash/conf.d/logcollect.conf
+  logcollect doctor
+  logcollect tail --level warning
+  logcollect send -- ./backup.sh --full
+
+Settings come from the LOGCOLLECT_* environment variables, as in the
+library (LOGCOLLECT_BROKER_URI, LOGCOLLECT_EXCHANGE, LOGCOLLECT_ROUTING_KEY,
+LOGCOLLECT_DURABLE, LOGCOLLECT_AUTO_DELETE, LOGCOLLECT_LEVEL,
+LOGCOLLECT_SHUTDOWN_TIMEOUT, ...), plus LOGCOLLECT_QUEUE, LOGCOLLECT_PROFILE,
+LOGCOLLECT_ELASTICSEARCH, LOGCOLLECT_IDENTITY_KEYS and LOGCOLLECT_COLOR for
+the CLI's own settings; flags win over them. Passwords are never printed.
+
+",
+    exit_codes!()
+);
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Ship MESSAGE, or each line of standard input, as a record and wait
-    /// for the broker to confirm every one.
+    /// Ship MESSAGE, each line of standard input, or each line a COMMAND
+    /// prints, as records, and wait for the broker to confirm every one.
     #[command(after_help = send::AFTER_HELP)]
     Send(send::SendArgs),
     /// Print the records published to the exchange as they arrive.
     #[command(after_help = tail::AFTER_HELP)]
     Tail(tail::TailArgs),
+    /// Check the way from here to Logstash: URI, TCP, login, vhost,
+    /// exchange, bound queue, consumer, and a round trip.
+    #[command(after_help = doctor::AFTER_HELP)]
+    Doctor(doctor::DoctorArgs),
+    /// Declare the exchange and Logstash's durable queue, bind it, and print
+    /// the matching Logstash pipeline.
+    #[command(after_help = setup::AFTER_HELP)]
+    Setup(setup::SetupArgs),
 }
 
 impl Command {
@@ -59,11 +106,13 @@ impl Command {
         match self {
             Command::Send(_) => "send",
             Command::Tail(_) => "tail",
+            Command::Doctor(_) => "doctor",
+            Command::Setup(_) => "setup",
         }
     }
 }
 
-/// The connection settings both commands share.
+/// The connection settings every command shares.
 #[derive(Debug, Args)]
 struct Common {
     /// Broker URI, Celery style; `;` separates a failover list
@@ -133,6 +182,46 @@ fn env_value(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// A setting only the CLI has: the flag, else the variable `var` (blank is
+/// unset), else `default`. A bad variable is a usage error naming it.
+fn setting<T>(
+    flag: Option<T>,
+    var: &str,
+    default: T,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, UsageError> {
+    if let Some(value) = flag {
+        return Ok(value);
+    }
+    match env_value(var) {
+        Some(text) => {
+            parse(text.trim()).map_err(|why| UsageError(format!("{var}={text:?}: {why}")))
+        }
+        None => Ok(default),
+    }
+}
+
+fn parse_level(s: &str) -> Result<Level, String> {
+    s.parse().map_err(|_| {
+        format!("unknown level {s:?}: expected trace, debug, info, warning, error or critical")
+    })
+}
+
+/// `KEY=VALUE`, the key trimmed and not empty.
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        Some(_) => Err(format!(
+            "{s:?} has an empty key: expected KEY=VALUE, e.g. user=ann"
+        )),
+        None => Err(format!(
+            "{s:?} has no '=': expected KEY=VALUE, e.g. user=ann"
+        )),
+    }
+}
+
 /// A mistake in how the command was called: exit code 2.
 #[derive(Debug)]
 struct UsageError(String);
@@ -145,10 +234,29 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// A failure with an exit code of its own (`send -- COMMAND` that cannot
+/// be run: 126 or 127).
+#[derive(Debug)]
+struct CodedError {
+    code: u8,
+    message: String,
+}
+
+impl fmt::Display for CodedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CodedError {}
+
 /// The exit code for a failure: 2 for usage and configuration errors, else 1.
 fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<UsageError>().is_some() {
         return EXIT_USAGE;
+    }
+    if let Some(coded) = err.downcast_ref::<CodedError>() {
+        return coded.code;
     }
     match err
         .downcast_ref::<logcollect::Error>()
@@ -164,19 +272,49 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let name = cli.command.name();
+    // Ok: the exit code, whatever needed saying said already.
     let result = match cli.command {
         Command::Send(args) => send::run(args),
-        Command::Tail(args) => tail::run(args),
+        Command::Tail(args) => tail::run(args).map(|()| 0),
+        Command::Doctor(args) => doctor::run(args),
+        Command::Setup(args) => setup::run(args).map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         // Whoever read our output has seen enough (`tail | head -1`).
         Err(err) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             // `eprintln!` panics when stderr is closed; there is nobody to tell then.
-            let _ = writeln!(std::io::stderr(), "logcollect {name}: {err:#}");
+            let _ = writeln!(std::io::stderr(), "logcollect {name}: {}", chain_text(&err));
             ExitCode::from(exit_code(&err))
         }
+    }
+}
+
+/// `err` and its causes, `: `-separated as `{:#}` writes them, but without
+/// a cause whose text is already there: lapin's errors repeat their source
+/// (`protocol error: AMQP soft error: X: AMQP soft error: X`).
+fn chain_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+/// `1 message`, `2 messages`.
+fn count(n: u32, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -214,13 +352,56 @@ mod tests {
     }
 
     #[test]
+    fn chains_without_repeats() {
+        let e = anyhow::anyhow!("inner")
+            .context("outer: inner")
+            .context("top");
+        assert_eq!(chain_text(&e), "top: outer: inner");
+        let e = anyhow::anyhow!("a").context("b");
+        assert_eq!(chain_text(&e), "b: a");
+    }
+
+    #[test]
+    fn settings_come_from_flag_then_variable_then_default() {
+        let parse = |s: &str| s.parse::<u32>().map_err(|e| e.to_string());
+        let unset = "LOGCOLLECT_TEST_SURELY_UNSET_VARIABLE";
+        assert_eq!(setting(Some(1), unset, 3, parse).unwrap(), 1);
+        assert_eq!(setting(None, unset, 3, parse).unwrap(), 3);
+        // PATH is set in any test environment and is not a number.
+        let e = setting(None, "PATH", 3, parse).unwrap_err().to_string();
+        assert!(e.starts_with("PATH=\""), "{e}");
+        assert_eq!(setting(Some(1), "PATH", 3, parse).unwrap(), 1);
+    }
+
+    #[test]
+    fn key_values() {
+        assert_eq!(parse_key_value("k=v"), Ok(("k".into(), "v".into())));
+        assert_eq!(parse_key_value(" k =a=b"), Ok(("k".into(), "a=b".into())));
+        assert_eq!(parse_key_value("k="), Ok(("k".into(), String::new())));
+        assert!(parse_key_value("kv").unwrap_err().contains("KEY=VALUE"));
+        assert!(parse_key_value("=v").unwrap_err().contains("empty key"));
+    }
+
+    #[test]
+    fn levels() {
+        assert_eq!(parse_level("warning"), Ok(Level::Warning));
+        assert_eq!(parse_level("WARN"), Ok(Level::Warning));
+        assert_eq!(parse_level("critical"), Ok(Level::Critical));
+        assert!(parse_level("loud").unwrap_err().contains("expected trace"));
+        assert!(
+            parse_level("off").is_err(),
+            "off is a filter, not a record level"
+        );
+    }
+
+    #[test]
     fn durable_flag_forms() {
         let parse = |args: &[&str]| {
             let mut argv = vec!["logcollect", "send"];
             argv.extend_from_slice(args);
             match Cli::try_parse_from(argv).unwrap().command {
                 Command::Send(a) => (a.common.durable, a.message),
-                Command::Tail(_) => unreachable!(),
+                _ => unreachable!(),
             }
         };
         assert_eq!(parse(&["hi"]), (None, vec!["hi".to_owned()]));

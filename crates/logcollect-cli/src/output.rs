@@ -1,8 +1,13 @@
 //! What `tail` prints, and the broken-pipe rule.
 
+use std::borrow::Cow;
 use std::io;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+use crate::select::{level_of, text_of};
+use crate::style::{self, Paint, Style};
 
 /// Fields every record carries, left out of the readable line's
 /// `key=value` tail (the line shows timestamp, level, logger and message).
@@ -29,6 +34,12 @@ const STANDARD_FIELDS: &[&str] = &[
 pub(crate) const NOT_JSON_MARKER: &str = "[not JSON]";
 /// Marks a JSON value that is not an object, printed as it is.
 const NOT_OBJECT_MARKER: &str = "[not a JSON object]";
+/// `LEVELNAME` column width: `CRITICAL`.
+const LEVEL_WIDTH: usize = 8;
+/// The identity and logger columns grow to the widest value seen so far, up
+/// to this: one very long logger name should not push every later line far
+/// to the right (a longer value still prints whole, unaligned).
+const MAX_COLUMN: usize = 40;
 
 /// Whether `err` comes from writing to a closed pipe: the reader has seen
 /// enough (`tail | head -1`), which is success.
@@ -40,89 +51,204 @@ pub(crate) fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-/// One piece of output made from a message body.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Rendered {
-    /// A record's line for standard output; counts towards `--count`.
-    Record(String),
-    /// A note for standard error (a body `--json` cannot print as JSON).
-    Note(String),
+/// One record (or what stands for one) out of a message body.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Item {
+    /// A JSON object, and its text on one line: as the sender wrote it when
+    /// that fits on one line, else compacted.
+    Record {
+        record: Map<String, Value>,
+        raw: String,
+    },
+    /// JSON that is not an object (a number, a string…), compacted.
+    NotObject(String),
+    /// A body that is neither JSON nor JSON lines, as (lossy UTF-8) text.
+    NotJson(String),
 }
 
-/// Turns one message body into output lines: one per record, so a batch (a
-/// JSON array of records) gives several. With `json`, each record is its
-/// JSON text on one line; otherwise a readable line.
-pub(crate) fn render(body: &[u8], json: bool) -> Vec<Rendered> {
-    let value: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(_) => {
+/// Splits a message body into records: one JSON value; a batch as a JSON
+/// array (one item per element); or a batch as JSON lines (one per
+/// non-empty line, for the `json_lines` batch format).
+pub(crate) fn split(body: &[u8]) -> Vec<Item> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(values)) => {
+            // Parsed again as raw elements, so each prints as it was sent.
+            let raws: Vec<&RawValue> = serde_json::from_slice(body).unwrap_or_default();
+            let raws = raws.iter().map(|r| Some(r.get()));
+            values
+                .into_iter()
+                .zip(raws.chain(std::iter::repeat(None)))
+                .map(|(v, raw)| item(v, raw))
+                .collect()
+        }
+        Ok(v) => vec![item(v, std::str::from_utf8(body).ok())],
+        Err(_) => json_lines(body).unwrap_or_else(|| {
             let text = String::from_utf8_lossy(body);
-            let text = text.trim_end_matches(['\r', '\n']);
-            return vec![if json {
-                // Standard output stays one JSON value per line.
-                Rendered::Note(format!(
-                    "skipped a message that is not JSON ({} bytes): {text}",
-                    body.len()
-                ))
-            } else {
-                Rendered::Record(format!("{NOT_JSON_MARKER} {text}"))
-            }];
-        }
-    };
-    match value {
-        Value::Array(items) => items.iter().map(|v| render_value(v, None, json)).collect(),
-        v => vec![render_value(&v, Some(body), json)],
+            vec![Item::NotJson(
+                text.trim_end_matches(['\r', '\n']).to_owned(),
+            )]
+        }),
     }
 }
 
-/// `raw` is the body `v` was parsed from, printed as it is with `--json`
-/// when it fits on one line (keeping the sender's field order).
-fn render_value(v: &Value, raw: Option<&[u8]>, json: bool) -> Rendered {
-    if json {
-        let raw = raw
-            .and_then(|r| std::str::from_utf8(r).ok())
-            .map(str::trim)
-            .filter(|r| !r.contains(['\n', '\r']));
-        return Rendered::Record(match raw {
-            Some(r) => r.to_owned(),
-            None => v.to_string(),
-        });
-    }
-    Rendered::Record(match v {
-        Value::Object(obj) => readable(obj),
-        other => format!("{NOT_OBJECT_MARKER} {other}"),
-    })
+/// Every non-empty line a JSON value, at least one; else `None`.
+fn json_lines(body: &[u8]) -> Option<Vec<Item>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let items: Option<Vec<Item>> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).ok().map(|v| item(v, Some(line))))
+        .collect();
+    items.filter(|items| !items.is_empty())
 }
 
-/// `<@timestamp> <LEVELNAME padded to 8> <logger>: <message> key=value…`,
-/// with every non-standard field as `key=value` (keys in sorted order).
-pub(crate) fn readable(obj: &Map<String, Value>) -> String {
-    let text = |key: &str| match obj.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => "-".to_owned(),
-        Some(v) => v.to_string(),
-    };
-    let message = match obj.get("message") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(v) => v.to_string(),
-    };
-    let mut line = format!(
-        "{} {:<8} {}: {message}",
-        text("@timestamp"),
-        text("levelname"),
-        text("logger"),
-    );
-    for (key, value) in obj {
-        if STANDARD_FIELDS.contains(&key.as_str()) {
-            continue;
+fn item(v: Value, raw: Option<&str>) -> Item {
+    let raw = raw
+        .map(str::trim)
+        .filter(|r| !r.contains(['\n', '\r']))
+        .map_or_else(|| v.to_string(), str::to_owned);
+    match v {
+        Value::Object(record) => Item::Record { record, raw },
+        _ => Item::NotObject(raw),
+    }
+}
+
+/// Readable lines, aligned:
+/// `<@timestamp> <LEVEL> [<identity>] <logger>: <message> key=value…`
+///
+/// The identity column (the values of the identity keys, `/`-separated)
+/// appears once a record has one; identity and logger columns widen to the
+/// widest value seen so far.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    style: Style,
+    identity_keys: Vec<String>,
+    identity_width: usize,
+    logger_width: usize,
+}
+
+impl Layout {
+    pub(crate) fn new(style: Style, identity_keys: Vec<String>) -> Layout {
+        Layout {
+            style,
+            identity_keys,
+            identity_width: 0,
+            logger_width: 0,
         }
+    }
+
+    /// The readable line of one item (never more than one line: control
+    /// characters in the text are escaped).
+    pub(crate) fn line(&mut self, item: &Item) -> String {
+        match item {
+            Item::Record { record, .. } => self.record(record),
+            Item::NotObject(text) => {
+                format!(
+                    "{} {text}",
+                    self.style.paint(style::YELLOW, NOT_OBJECT_MARKER)
+                )
+            }
+            Item::NotJson(text) => format!(
+                "{} {}",
+                self.style.paint(style::YELLOW, NOT_JSON_MARKER),
+                one_line(text)
+            ),
+        }
+    }
+
+    fn record(&mut self, record: &Map<String, Value>) -> String {
+        let style = self.style;
+        let timestamp = text_of(record, &["@timestamp"]).unwrap_or_else(|| "-".to_owned());
+        let level = text_of(record, &["levelname", "log.level"])
+            .map_or_else(|| "-".to_owned(), |l| one_line(&l).to_uppercase());
+        let logger = text_of(record, &["logger", "log.logger"])
+            .map_or_else(|| "-".to_owned(), |l| one_line(&l).into_owned());
+        let message = match record.get("message") {
+            Some(Value::String(s)) => one_line(s).into_owned(),
+            Some(Value::Null) | None => String::new(),
+            Some(v) => v.to_string(),
+        };
+        let identity: Vec<String> = self
+            .identity_keys
+            .iter()
+            .filter_map(|k| record.get(k))
+            .map(|v| one_line(&crate::select::value_text(v)).into_owned())
+            .collect();
+
+        let mut line = style.paint(style::DIM, &timestamp);
         line.push(' ');
-        line.push_str(key);
-        line.push('=');
-        line.push_str(&field_value(value));
+        line.push_str(&style.paint(level_paint(record), &level));
+        line.push_str(&pad(&level, LEVEL_WIDTH));
+        if !identity.is_empty() || self.identity_width > 0 {
+            let identity = if identity.is_empty() {
+                "-".to_owned()
+            } else {
+                identity.join("/")
+            };
+            self.identity_width = grow(self.identity_width, &identity);
+            line.push(' ');
+            line.push_str(&style.paint(style::CYAN, &identity));
+            line.push_str(&pad(&identity, self.identity_width));
+        }
+        self.logger_width = grow(self.logger_width, &logger);
+        line.push(' ');
+        line.push_str(&style.paint(style::BOLD, &logger));
+        line.push(':');
+        line.push_str(&pad(&logger, self.logger_width));
+        line.push(' ');
+        line.push_str(&message);
+        for (key, value) in record {
+            if STANDARD_FIELDS.contains(&key.as_str()) || self.identity_keys.contains(key) {
+                continue;
+            }
+            line.push(' ');
+            line.push_str(&style.paint(style::DIM, &format!("{}=", one_line(key))));
+            line.push_str(&field_value(value));
+        }
+        line
     }
-    line
+}
+
+fn level_paint(record: &Map<String, Value>) -> Paint {
+    use logcollect::Level;
+    match level_of(record) {
+        Some(Level::Trace) => style::DIM,
+        Some(Level::Debug) => style::BLUE,
+        Some(Level::Info) => style::GREEN,
+        Some(Level::Warning) => style::YELLOW,
+        Some(Level::Error) => style::RED,
+        Some(Level::Critical) => style::BOLD_RED,
+        None => style::BOLD,
+    }
+}
+
+/// The new width of a column that just showed `text`.
+fn grow(width: usize, text: &str) -> usize {
+    width.max(text.chars().count().min(MAX_COLUMN))
+}
+
+/// Spaces that bring `text` to `width` characters.
+fn pad(text: &str, width: usize) -> String {
+    " ".repeat(width.saturating_sub(text.chars().count()))
+}
+
+/// `text` with line breaks and other control characters (a tab excepted)
+/// escaped, so one record stays one line and cannot drive the terminal.
+fn one_line(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push('\t'),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// A string as it is when that reads back unambiguously, else JSON-quoted
@@ -147,8 +273,19 @@ mod tests {
     use super::*;
     use anyhow::Context as _;
 
-    fn record(line: &str) -> Rendered {
-        Rendered::Record(line.to_owned())
+    fn lines(body: &[u8]) -> Vec<String> {
+        let mut layout = Layout::new(Style::new(false), vec![]);
+        split(body).iter().map(|i| layout.line(i)).collect()
+    }
+
+    fn raws(body: &[u8]) -> Vec<String> {
+        split(body)
+            .into_iter()
+            .map(|i| match i {
+                Item::Record { raw, .. } | Item::NotObject(raw) => raw,
+                Item::NotJson(text) => format!("NOT JSON {text}"),
+            })
+            .collect()
     }
 
     #[test]
@@ -190,64 +327,118 @@ mod tests {
             "module":"app::db","record_id":"0190","user":"ann","n":42,"ok":true,"why":"no space left",
             "list":[1,2]}"#;
         assert_eq!(
-            render(body, false),
-            [record(
-                "2024-05-01T12:00:00.000001Z WARNING  app.db: disk full \
-                 list=[1,2] n=42 ok=true user=ann why=\"no space left\""
-            )]
+            lines(body),
+            ["2024-05-01T12:00:00.000001Z WARNING  app.db: disk full \
+              list=[1,2] n=42 ok=true user=ann why=\"no space left\""]
         );
     }
 
     #[test]
-    fn readable_with_missing_fields() {
-        let body = br#"{"message":"hi"}"#;
-        assert_eq!(render(body, false), [record("- -        -: hi")]);
-        let body = br#"{"levelname":"INFO","logger":"x","message":"a\nb","k":""}"#;
-        assert_eq!(render(body, false), [record("- INFO     x: a\nb k=\"\"")]);
+    fn readable_with_missing_fields_and_control_characters() {
+        assert_eq!(lines(br#"{"message":"hi"}"#), ["- -        -: hi"]);
+        let body = br#"{"levelname":"INFO","logger":"x","message":"a\nb\u001b[31m","k":""}"#;
+        assert_eq!(lines(body), ["- INFO     x: a\\nb\\u{1b}[31m k=\"\""]);
     }
 
     #[test]
-    fn json_keeps_the_raw_body() {
-        let body = b"{\"message\":\"hi\",\"a\":1}\n";
-        assert_eq!(render(body, true), [record("{\"message\":\"hi\",\"a\":1}")]);
-        // A body on several lines is written compactly, so one record stays one line.
-        let body = b"{\n \"message\": \"hi\"\n}";
-        assert_eq!(render(body, true), [record("{\"message\":\"hi\"}")]);
-    }
-
-    #[test]
-    fn batches_give_one_line_per_record() {
-        let body = br#"[{"message":"a","levelname":"INFO","logger":"l"},{"message":"b","levelname":"INFO","logger":"l"}]"#;
+    fn columns_align_and_identity_shows() {
+        let mut layout = Layout::new(
+            Style::new(false),
+            vec!["project".into(), "application".into()],
+        );
+        let mut line = |body: &[u8]| layout.line(&split(body)[0]);
         assert_eq!(
-            render(body, true),
+            line(br#"{"levelname":"INFO","logger":"a","message":"one"}"#),
+            "- INFO     a: one"
+        );
+        assert_eq!(
+            line(br#"{"levelname":"ERROR","logger":"abc","message":"two"}"#),
+            "- ERROR    abc: two"
+        );
+        assert_eq!(
+            line(br#"{"levelname":"INFO","logger":"a","message":"three"}"#),
+            "- INFO     a:   three"
+        );
+        assert_eq!(
+            line(
+                br#"{"levelname":"INFO","logger":"a","message":"four","project":"gh","application":"api","x":1}"#
+            ),
+            "- INFO     gh/api a:   four x=1"
+        );
+        assert_eq!(
+            line(br#"{"levelname":"INFO","logger":"abcd","message":"five"}"#),
+            "- INFO     -      abcd: five"
+        );
+    }
+
+    #[test]
+    fn colours() {
+        let mut layout = Layout::new(Style::new(true), vec![]);
+        let line =
+            layout.line(&split(br#"{"levelname":"ERROR","logger":"l","message":"m","k":1}"#)[0]);
+        assert_eq!(
+            line,
+            "\x1b[2m-\x1b[0m \x1b[31mERROR\x1b[0m    \x1b[1ml\x1b[0m: m \x1b[2mk=\x1b[0m1"
+        );
+    }
+
+    #[test]
+    fn ecs_level_and_logger() {
+        let body = br#"{"@timestamp":"t","log":{"level":"warn","logger":"app"},"message":"m"}"#;
+        assert_eq!(
+            lines(body),
+            [r#"t WARN     app: m log={"level":"warn","logger":"app"}"#]
+        );
+    }
+
+    #[test]
+    fn raw_text_is_kept() {
+        assert_eq!(
+            raws(b"{\"message\":\"hi\",\"a\":1}\n"),
+            ["{\"message\":\"hi\",\"a\":1}"]
+        );
+        // A body on several lines is written compactly, so one record stays one line.
+        assert_eq!(
+            raws(b"{\n \"message\": \"hi\"\n}"),
+            ["{\"message\":\"hi\"}"]
+        );
+    }
+
+    #[test]
+    fn batches_give_one_item_per_record() {
+        let body = br#"[{"message":"a","levelname":"INFO","logger":"l"},
+                        {"message":"b","levelname":"INFO","logger":"l"}]"#;
+        assert_eq!(
+            raws(body),
             [
-                record(r#"{"levelname":"INFO","logger":"l","message":"a"}"#),
-                record(r#"{"levelname":"INFO","logger":"l","message":"b"}"#)
+                r#"{"message":"a","levelname":"INFO","logger":"l"}"#,
+                r#"{"message":"b","levelname":"INFO","logger":"l"}"#
             ]
         );
+        assert_eq!(lines(body), ["- INFO     l: a", "- INFO     l: b"]);
+        let lines_body =
+            b"{\"message\":\"a\",\"logger\":\"l\"}\n{\"message\":\"b\",\"logger\":\"l\"}\n";
         assert_eq!(
-            render(body, false),
-            [record("- INFO     l: a"), record("- INFO     l: b")]
+            raws(lines_body),
+            [
+                r#"{"message":"a","logger":"l"}"#,
+                r#"{"message":"b","logger":"l"}"#
+            ]
         );
+        assert_eq!(lines(lines_body), ["- -        l: a", "- -        l: b"]);
     }
 
     #[test]
     fn non_json_bodies() {
+        assert_eq!(lines(b"plain text\n"), ["[not JSON] plain text"]);
+        assert_eq!(lines(b"plain\xfftext"), ["[not JSON] plain\u{fffd}text"]);
+        assert_eq!(lines(b"two\nlines"), ["[not JSON] two\\nlines"]);
         assert_eq!(
-            render(b"plain text\n", false),
-            [record("[not JSON] plain text")]
+            lines(b"{\"a\":1}\nnot json\n"),
+            ["[not JSON] {\"a\":1}\\nnot json"]
         );
-        assert_eq!(
-            render(b"plain\xfftext", false),
-            [record("[not JSON] plain\u{fffd}text")]
-        );
-        assert_eq!(
-            render(b"plain text", true),
-            [Rendered::Note(
-                "skipped a message that is not JSON (10 bytes): plain text".to_owned()
-            )]
-        );
-        assert_eq!(render(b"42", false), [record("[not a JSON object] 42")]);
-        assert_eq!(render(b"42", true), [record("42")]);
+        assert_eq!(lines(b"42"), ["[not a JSON object] 42"]);
+        assert_eq!(raws(b"42"), ["42"]);
+        assert_eq!(raws(b"plain"), ["NOT JSON plain"]);
     }
 }

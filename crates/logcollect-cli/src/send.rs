@@ -1,13 +1,15 @@
-//! `logcollect send`: records from arguments or standard input, confirmed.
+//! `logcollect send`: records from arguments, standard input or a
+//! command's output, confirmed.
 
-use std::io::{self, BufRead as _};
+use std::io::{self, BufRead as _, Write as _};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use clap::Args;
 use logcollect::{Config, FieldValue, Level, Record, Shipper, Stats};
 
-use crate::{env_value, Common, UsageError};
+use crate::exec::{self, Stream};
+use crate::{env_value, parse_key_value, parse_level, Common, UsageError, EXIT_FAILURE};
 
 /// The `logger` field of records sent from the command line.
 const DEFAULT_LOGGER: &str = "cli";
@@ -16,56 +18,58 @@ pub(crate) const AFTER_HELP: &str = "\
 Examples:
   logcollect send --level warning --field disk=/var 'disk almost full'
   backup.sh 2>&1 | logcollect send --logger backup --field job=nightly
+  logcollect send --logger backup --field job=nightly -- backup.sh --full
   LOGCOLLECT_BROKER_URI='amqp://app:secret@rabbit//' logcollect send 'deploy done'
 
 Without MESSAGE, every line of standard input is one record (empty lines are
 skipped). Values of --field are typed: 42, 1.5, true, false and null are sent
 as JSON numbers, booleans and null; anything else as a string.
 
+With `-- COMMAND [ARGS...]`, send runs COMMAND (with our standard input) and
+ships each non-empty line it writes: standard output at --level (info),
+standard error at --stderr-level (warning), while copying both to its own
+standard output and error. Ctrl-C goes to COMMAND; send stays to ship its
+last lines.
+
 Exits 0 once the broker has confirmed every record, 1 when some were not
 confirmed within LOGCOLLECT_SHUTDOWN_TIMEOUT (default 5 s) or could not be
-routed to any queue, 2 on a usage or configuration error.";
+routed to any queue, 2 on a usage or configuration error. With COMMAND, a
+failing COMMAND's status wins (128+N when signal N killed it); when COMMAND
+succeeded but records were not confirmed, 1; 127 when COMMAND is not found,
+126 when it cannot be run.";
 
 #[derive(Debug, Args)]
 pub(crate) struct SendArgs {
     #[command(flatten)]
     pub(crate) common: Common,
-    /// Level of the records: trace, debug, info, warning, error or critical
+    /// Level of the records (of COMMAND's standard output lines): trace,
+    /// debug, info, warning, error or critical
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_level)]
     level: Level,
+    /// Level of the lines COMMAND writes to standard error
+    #[arg(long, value_name = "LEVEL", default_value = "warning", value_parser = parse_level)]
+    stderr_level: Level,
     /// The records' `logger` field; the routing key is <routing-key>.<NAME>
     #[arg(long, value_name = "NAME", default_value = DEFAULT_LOGGER)]
     logger: String,
     /// A field added to every record (repeatable)
-    #[arg(long = "field", value_name = "KEY=VALUE", value_parser = parse_field)]
+    #[arg(long = "field", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     fields: Vec<(String, String)>,
     /// The message (several words are joined with spaces); without it, each
     /// line of standard input is one record
     #[arg(value_name = "MESSAGE")]
     pub(crate) message: Vec<String>,
+    /// Run COMMAND and ship each line of its output (after `--`)
+    #[arg(
+        last = true,
+        value_name = "COMMAND",
+        num_args = 1..,
+        conflicts_with = "message"
+    )]
+    pub(crate) command: Vec<String>,
 }
 
-fn parse_level(s: &str) -> Result<Level, String> {
-    s.parse().map_err(|_| {
-        format!("unknown level {s:?}: expected trace, debug, info, warning, error or critical")
-    })
-}
-
-fn parse_field(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_owned(), value.to_owned()))
-        }
-        Some(_) => Err(format!(
-            "{s:?} has an empty key: expected KEY=VALUE, e.g. --field user=ann"
-        )),
-        None => Err(format!(
-            "{s:?} has no '=': expected KEY=VALUE, e.g. --field user=ann"
-        )),
-    }
-}
-
-pub(crate) fn run(args: SendArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: SendArgs) -> anyhow::Result<u8> {
     let message = if args.message.is_empty() {
         None
     } else {
@@ -78,6 +82,7 @@ pub(crate) fn run(args: SendArgs) -> anyhow::Result<()> {
         }
         Some(message)
     };
+    let running = !args.command.is_empty();
     // The library's default level (info) would silently drop `--level
     // debug`; here the level is chosen per command, so only an explicit
     // LOGCOLLECT_LEVEL filters.
@@ -89,15 +94,20 @@ pub(crate) fn run(args: SendArgs) -> anyhow::Result<()> {
             b.level("trace")
         }
     })?;
-    if !config.filter().enabled(&args.logger, args.level) {
-        return Err(UsageError(format!(
-            "{} records from logger {:?} are filtered out by LOGCOLLECT_LEVEL={:?}, \
-             so nothing would be sent; raise --level or change LOGCOLLECT_LEVEL",
-            args.level,
-            args.logger,
-            level_from_env.unwrap_or_default()
-        ))
-        .into());
+    let mut levels = vec![args.level];
+    if running {
+        levels.push(args.stderr_level);
+    }
+    for level in levels {
+        if !config.filter().enabled(&args.logger, level) {
+            return Err(UsageError(format!(
+                "{level} records from logger {:?} are filtered out by LOGCOLLECT_LEVEL={:?}, \
+                 so nothing would be sent; raise the level or change LOGCOLLECT_LEVEL",
+                args.logger,
+                level_from_env.unwrap_or_default()
+            ))
+            .into());
+        }
     }
 
     let shipper = Shipper::new(config.clone())?;
@@ -111,20 +121,62 @@ pub(crate) fn run(args: SendArgs) -> anyhow::Result<()> {
         template,
         sent: 0,
         stalled: false,
+        skipped: 0,
     };
-    let input = match message {
-        Some(message) => {
-            feed.submit(message);
-            Ok(())
+    let outcome = if running {
+        let (out, err) = (args.level, args.stderr_level);
+        exec::run(&args.command, |stream, line| {
+            let level = if stream == Stream::Stdout { out } else { err };
+            feed.submit_at(level, line);
+        })
+        .map(Some)
+    } else {
+        match message {
+            Some(message) => {
+                feed.submit(message);
+                Ok(None)
+            }
+            None => feed
+                .stdin()
+                .map(|()| None)
+                .context("reading standard input"),
         }
-        None => feed.stdin(),
     };
-    let (sent, stalled) = (feed.sent, feed.stalled);
+    let (sent, stalled, skipped) = (feed.sent, feed.stalled, feed.skipped);
     // Confirms arrive until the deadline; what is left then is counted in
     // the stats, which the verdict below reads.
     let _ = shipper.shutdown(config.shutdown_timeout());
-    verdict(&config, &args.logger, &shipper.stats(), sent, stalled)?;
-    input.context("reading standard input")
+    let verdict = verdict(&config, &args.logger, &shipper.stats(), sent, stalled)
+        .and_then(|()| not_shipped(&config, skipped));
+    match outcome {
+        Ok(None) => verdict.map(|()| 0),
+        Ok(Some(status)) => match verdict {
+            Ok(()) => Ok(status),
+            Err(e) => {
+                // COMMAND's own failure is the news; ours comes after it.
+                let _ = writeln!(io::stderr(), "logcollect send: {}", crate::chain_text(&e));
+                Ok(if status == 0 { EXIT_FAILURE } else { status })
+            }
+        },
+        // What was read before the failure was shipped (or not): say that
+        // first, then why reading stopped.
+        Err(e) => {
+            verdict?;
+            Err(e)
+        }
+    }
+}
+
+/// COMMAND's lines that were never handed to the shipper.
+fn not_shipped(config: &Config, skipped: u64) -> anyhow::Result<()> {
+    if skipped == 0 {
+        return Ok(());
+    }
+    Err(anyhow!(
+        "{skipped} lines of COMMAND's output were not shipped: the broker confirmed nothing \
+         for {} while the queue was full",
+        secs(config.shutdown_timeout())
+    ))
 }
 
 /// Hands records to the shipper.
@@ -136,8 +188,10 @@ struct Feed<'a> {
     /// Records handed over (accepted or not).
     sent: u64,
     /// The broker confirmed nothing for a whole timeout while the queue was
-    /// full: reading stopped.
+    /// full: reading stopped (or, for a command, shipping did).
     stalled: bool,
+    /// Lines not handed over once stalled (a command's output keeps coming).
+    skipped: u64,
 }
 
 impl Feed<'_> {
@@ -163,9 +217,20 @@ impl Feed<'_> {
         }
     }
 
-    /// Submits one record; `false` when the broker has stalled and reading
-    /// should stop.
+    /// Submits one record at the template's level; `false` when the broker
+    /// has stalled and reading should stop.
     fn submit(&mut self, message: String) -> bool {
+        let level = self.template.level;
+        self.submit_at(level, message)
+    }
+
+    /// Submits one record at `level`; `false` when the broker has stalled
+    /// (the line is then only counted in `skipped`).
+    fn submit_at(&mut self, level: Level, message: String) -> bool {
+        if self.stalled {
+            self.skipped += 1;
+            return false;
+        }
         // The shipper's queue drops what does not fit, which is right for an
         // application but not for a pipe we can simply stop reading: wait
         // for confirms instead. Fewer pending records than the queue holds
@@ -175,9 +240,11 @@ impl Feed<'_> {
             && self.shipper.flush(self.config.shutdown_timeout()).is_err()
         {
             self.stalled = true;
+            self.skipped += 1;
             return false;
         }
         let mut record = self.template.clone();
+        record.level = level;
         record.message = message;
         self.sent += 1;
         // A refusal is counted in the stats, which `verdict` reads.
@@ -260,27 +327,6 @@ mod tests {
         let mut s = Stats::default();
         f(&mut s);
         s
-    }
-
-    #[test]
-    fn fields() {
-        assert_eq!(parse_field("k=v"), Ok(("k".into(), "v".into())));
-        assert_eq!(parse_field("k=a=b"), Ok(("k".into(), "a=b".into())));
-        assert_eq!(parse_field("k="), Ok(("k".into(), String::new())));
-        assert!(parse_field("kv").unwrap_err().contains("KEY=VALUE"));
-        assert!(parse_field("=v").unwrap_err().contains("empty key"));
-    }
-
-    #[test]
-    fn levels() {
-        assert_eq!(parse_level("warning"), Ok(Level::Warning));
-        assert_eq!(parse_level("WARN"), Ok(Level::Warning));
-        assert_eq!(parse_level("critical"), Ok(Level::Critical));
-        assert!(parse_level("loud").unwrap_err().contains("expected trace"));
-        assert!(
-            parse_level("off").is_err(),
-            "off is a filter, not a record level"
-        );
     }
 
     #[test]

@@ -1,227 +1,29 @@
-//! The `logcollect` binary against the real RabbitMQ on 127.0.0.1:5672.
+//! The `logcollect` binary against the real RabbitMQ on 127.0.0.1:5672:
+//! `send` and `tail`.
 //!
 //! Every test uses its own exchange (`cli-test-<pid>-<nanos>-<n>`), deleted
 //! at the end, so tests run in parallel without seeing each other's records.
-//! They synchronise on `tail`'s "listening on exchange" line on stderr; the
-//! only waits are bounded ones that fail the test.
+//! They synchronise on `tail`'s "listening on exchange" line on stderr and on
+//! the lines it prints; the only waits are bounded ones that fail the test.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_logcollect");
-/// Generous bound on anything that should take well under a second; only
-/// reached when the test fails.
-const WAIT: Duration = Duration::from_secs(30);
-const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672//";
-/// A password that must never show up in any output.
-const SECRET: &str = "pw-s3cret-xyz";
+use std::collections::BTreeSet;
+use std::io::BufRead as _;
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
 
 /// An exchange name no other test (or run) uses; deleted on drop.
-struct Exchange(String);
+struct Exchange(String, #[allow(dead_code)] Cleanup);
 
 impl Exchange {
     fn new() -> Exchange {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        Exchange(format!("cli-test-{}-{nanos}-{n}", std::process::id()))
+        let mut cleanup = Cleanup::default();
+        let name = cleanup.exchange("cli-test");
+        Exchange(name, cleanup)
     }
-}
-
-impl Drop for Exchange {
-    fn drop(&mut self) {
-        // Best effort: a leftover exchange only costs the broker a name.
-        let name = self.0.clone();
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async move {
-            let connect =
-                lapin::Connection::connect(BROKER, lapin::ConnectionProperties::default());
-            let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), connect).await else {
-                return;
-            };
-            if let Ok(channel) = conn.create_channel().await {
-                let _ = channel
-                    .exchange_delete(
-                        name.as_str().into(),
-                        lapin::options::ExchangeDeleteOptions::default(),
-                    )
-                    .await;
-            }
-            let _ = conn.close(200, "done".into()).await;
-        });
-    }
-}
-
-/// The binary with a clean `LOGCOLLECT_*` environment.
-fn logcollect(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("LOGCOLLECT_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.args(args);
-    cmd
-}
-
-/// Waits for `child` to exit, killing it and failing the test after `limit`.
-fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not exit within {limit:?}");
-        }
-        // Polling interval of the bounded wait, not a synchronisation.
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn read_all(mut r: impl std::io::Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = r.read_to_string(&mut s);
-        s
-    })
-}
-
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-/// Runs a command to the end with `stdin` as its input.
-fn run(mut cmd: Command, stdin: &str) -> Finished {
-    let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_owned();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(stdin.as_bytes());
-        // Dropping `input` closes it: end of input.
-    });
-    let stdout = read_all(child.stdout.take().unwrap());
-    let stderr = read_all(child.stderr.take().unwrap());
-    let status = wait_exit(&mut child, WAIT, "logcollect");
-    let elapsed = start.elapsed();
-    writer.join().unwrap();
-    Finished {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-        elapsed,
-    }
-}
-
-/// A running `logcollect tail`, bound and consuming.
-struct Tail {
-    child: Child,
-    stdout: Option<ChildStdout>,
-    /// Every stderr line, as it comes.
-    stderr: mpsc::Receiver<String>,
-    /// Stderr lines seen so far.
-    seen: Vec<String>,
-}
-
-impl Tail {
-    /// Starts tail and waits until its queue is bound.
-    fn start(args: &[&str]) -> Tail {
-        let mut all = vec!["tail"];
-        all.extend_from_slice(args);
-        let mut child = logcollect(&all)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut tail = Tail {
-            stdout: child.stdout.take(),
-            child,
-            stderr: rx,
-            seen: Vec::new(),
-        };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tail.stderr.recv_timeout(left) {
-                Ok(line) => {
-                    let ready = line.contains("listening on exchange");
-                    tail.seen.push(line);
-                    if ready {
-                        return tail;
-                    }
-                }
-                Err(_) => {
-                    let _ = tail.child.kill();
-                    panic!("tail never said it was listening; stderr: {:?}", tail.seen);
-                }
-            }
-        }
-    }
-
-    /// Waits for the exit; returns the status, stdout and the stderr lines
-    /// after the "listening" line.
-    fn finish(mut self) -> (ExitStatus, String, Vec<String>) {
-        let stdout = self.stdout.take().map(read_all);
-        let status = wait_exit(&mut self.child, WAIT, "tail");
-        let stdout = stdout.map(|h| h.join().unwrap()).unwrap_or_default();
-        // The sender side closes when the process's stderr does.
-        let rest: Vec<String> = self.stderr.iter().collect();
-        (status, stdout, rest)
-    }
-}
-
-impl Drop for Tail {
-    fn drop(&mut self) {
-        // Only matters when a test fails half-way: don't leave tail running.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn json_lines(stdout: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
-    stdout
-        .lines()
-        .map(|line| match serde_json::from_str(line) {
-            Ok(serde_json::Value::Object(obj)) => obj,
-            other => panic!("not a JSON object: {line:?} ({other:?})"),
-        })
-        .collect()
 }
 
 #[test]
@@ -517,7 +319,7 @@ fn tail_with_broker_down_fails_without_password() {
 
 #[test]
 fn help_shows_examples() {
-    for sub in ["send", "tail"] {
+    for sub in ["send", "tail", "doctor", "setup"] {
         let help = run(logcollect(&[sub, "--help"]), "");
         assert!(help.status.success());
         assert!(help.stdout.contains("Examples:"), "{sub}: {}", help.stdout);
@@ -527,4 +329,454 @@ fn help_shows_examples() {
             help.stdout
         );
     }
+    let top = run(logcollect(&["--help"]), "");
+    assert!(top.status.success());
+    for want in [
+        "Exit codes:",
+        "doctor",
+        "setup",
+        "LOGCOLLECT_QUEUE",
+        "126",
+        "127",
+    ] {
+        assert!(top.stdout.contains(want), "{want}: {}", top.stdout);
+    }
+}
+
+/// `send --level L MESSAGE` with logger `logger` and extra arguments.
+fn send_at(ex: &str, level: &str, logger: &str, message: &str, extra: &[&str]) {
+    let mut args = vec!["--level", level, "--logger", logger];
+    args.extend_from_slice(extra);
+    args.push(message);
+    send(ex, "rk", &args);
+}
+
+fn messages(stdout: &str) -> Vec<String> {
+    json_lines(stdout)
+        .iter()
+        .map(|r| r["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn tail_filters_by_level() {
+    let ex = Exchange::new();
+    let tail = Tail::start(&[
+        "--exchange",
+        &ex.0,
+        "--routing-key",
+        "rk",
+        "--level",
+        "warning",
+        "--json",
+        "--count",
+        "2",
+    ]);
+    // Sent one after the other, each confirmed: they arrive in this order,
+    // so the two printed are the first two that pass.
+    send_at(&ex.0, "info", "app", "too low", &[]);
+    send_at(&ex.0, "debug", "app", "lower", &[]);
+    send_at(&ex.0, "warning", "app", "warned", &[]);
+    send_at(&ex.0, "error", "app", "failed", &[]);
+    let (status, stdout, stderr) = tail.finish();
+    assert!(status.success(), "tail: {status}, stderr {stderr:?}");
+    assert_eq!(messages(&stdout), ["warned", "failed"]);
+}
+
+#[test]
+fn tail_filters_by_logger_glob_and_narrows_the_binding() {
+    let ex = Exchange::new();
+    let tail = Tail::start(&[
+        "--exchange",
+        &ex.0,
+        "--routing-key",
+        "rk",
+        "--logger",
+        "app::db*",
+        "--json",
+        "--count",
+        "2",
+    ]);
+    assert!(
+        tail.seen.last().unwrap().contains("with binding rk.app.#"),
+        "{:?}",
+        tail.seen
+    );
+    // Routed to the queue (rk.app.web matches rk.app.#) but not the glob.
+    send_at(&ex.0, "info", "app::web", "web", &[]);
+    // Not even routed to tail's queue: rk.other is unroutable.
+    let other = run(
+        logcollect(&[
+            "send",
+            "--exchange",
+            &ex.0,
+            "--routing-key",
+            "rk",
+            "--logger",
+            "other",
+            "x",
+        ]),
+        "",
+    );
+    assert_eq!(other.status.code(), Some(1), "{}", other.stderr);
+    assert!(other.stderr.contains("unroutable"), "{}", other.stderr);
+    send_at(&ex.0, "info", "app::db::pool", "pool", &[]);
+    send_at(&ex.0, "info", "app.dbx", "python style", &[]);
+    let (status, stdout, stderr) = tail.finish();
+    assert!(status.success(), "tail: {status}, stderr {stderr:?}");
+    assert_eq!(messages(&stdout), ["pool", "python style"]);
+}
+
+#[test]
+fn tail_filters_by_field() {
+    let ex = Exchange::new();
+    let tail = Tail::start(&[
+        "--exchange",
+        &ex.0,
+        "--routing-key",
+        "rk",
+        "--where",
+        "user=ann",
+        "--where",
+        "n=3",
+        "--json",
+        "--count",
+        "1",
+    ]);
+    send_at(
+        &ex.0,
+        "info",
+        "app",
+        "bob",
+        &["--field", "user=bob", "--field", "n=3"],
+    );
+    send_at(
+        &ex.0,
+        "info",
+        "app",
+        "ann 4",
+        &["--field", "user=ann", "--field", "n=4"],
+    );
+    send_at(&ex.0, "info", "app", "nobody", &[]);
+    send_at(
+        &ex.0,
+        "info",
+        "app",
+        "ann 3",
+        &["--field", "user=ann", "--field", "n=3"],
+    );
+    let (status, stdout, stderr) = tail.finish();
+    assert!(status.success(), "tail: {status}, stderr {stderr:?}");
+    assert_eq!(messages(&stdout), ["ann 3"]);
+}
+
+#[test]
+fn tail_readable_lines_show_identity_and_align() {
+    let ex = Exchange::new();
+    let tail = Tail::start(&["--exchange", &ex.0, "--routing-key", "rk", "--count", "2"]);
+    send_at(
+        &ex.0,
+        "info",
+        "app",
+        "first",
+        &[
+            "--field",
+            "project=gh",
+            "--field",
+            "application=api",
+            "--field",
+            "k=v",
+        ],
+    );
+    send_at(&ex.0, "error", "app::db", "second", &[]);
+    let (status, stdout, _) = tail.finish();
+    assert!(status.success(), "tail: {status}");
+    // Not a terminal: no colour.
+    assert!(!stdout.contains('\x1b'), "{stdout:?}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let rest = |line: &str| line.split_once(' ').unwrap().1.to_owned();
+    assert_eq!(rest(lines[0]), "INFO     gh/api app: first k=v");
+    assert_eq!(rest(lines[1]), "ERROR    -      app::db: second");
+}
+
+#[test]
+fn tail_colours_on_demand() {
+    let ex = Exchange::new();
+    let tail = Tail::start(&[
+        "--exchange",
+        &ex.0,
+        "--routing-key",
+        "rk",
+        "--count",
+        "1",
+        "--color",
+        "always",
+    ]);
+    send_at(&ex.0, "warning", "app", "careful", &[]);
+    let (status, stdout, _) = tail.finish();
+    assert!(status.success(), "tail: {status}");
+    assert!(stdout.contains("\x1b[33mWARNING\x1b[0m"), "{stdout:?}");
+}
+
+#[test]
+fn tail_exits_0_when_its_reader_goes_away_after_a_line() {
+    let ex = Exchange::new();
+    let mut tail = Tail::start(&["--exchange", &ex.0, "--routing-key", "rk"]);
+    // `tail | head -1`: read one line, then close the pipe.
+    let stdout = tail.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send((line, reader));
+    });
+    send_at(&ex.0, "info", "app", "one", &[]);
+    let (line, reader) = rx
+        .recv_timeout(WAIT)
+        .expect("tail printed the first record");
+    assert!(line.contains("one"), "{line}");
+    drop(reader);
+    // Writing the next record fails with EPIPE: tail ends, quietly.
+    send_at(&ex.0, "info", "app", "two", &[]);
+    let (status, _, stderr) = tail.finish();
+    assert!(status.success(), "tail: {status}, stderr {stderr:?}");
+    assert!(stderr.is_empty(), "a closed pipe is quiet: {stderr:?}");
+}
+
+#[test]
+fn tail_reconnects_after_losing_its_connection() {
+    let ex = Exchange::new();
+    let proxy = logcollect_tests::Proxy::closed();
+    proxy.open();
+    let mut tail = Tail::start(&[
+        "--broker-uri",
+        &proxy.uri(),
+        "--exchange",
+        &ex.0,
+        "--routing-key",
+        "rk",
+        "--json",
+        "--count",
+        "2",
+    ]);
+    let lines = tail.stdout_lines();
+    send_at(&ex.0, "info", "app", "before", &[]);
+    assert!(next_line(&lines, "first record").contains("before"));
+    // Every connection through the proxy is dropped; new ones are accepted.
+    proxy.cut();
+    let lost = tail.wait_stderr("lost the subscription");
+    assert!(lost.contains("reconnecting"), "{lost}");
+    tail.wait_stderr("reconnected; listening on exchange");
+    send_at(&ex.0, "info", "app", "after", &[]);
+    assert!(next_line(&lines, "record after the reconnection").contains("after"));
+    let (status, _, stderr) = tail.finish();
+    assert!(status.success(), "tail: {status}, stderr {stderr:?}");
+}
+
+#[test]
+fn tail_prints_one_line_per_record_of_a_batch() {
+    let ex = Exchange::new();
+    let tail = Tail::start(&[
+        "--exchange",
+        &ex.0,
+        "--routing-key",
+        "rk",
+        "--json",
+        "--count",
+        "4",
+    ]);
+    let batch = r#"[{"message":"a","levelname":"INFO","logger":"b"},{"message":"b","levelname":"INFO","logger":"b"}]"#;
+    let lines = "{\"message\":\"c\",\"logger\":\"b\"}\n{\"message\":\"d\",\"logger\":\"b\"}\n";
+    for body in [batch, lines] {
+        let ex = ex.0.clone();
+        with_channel(async move |ch| {
+            ch.basic_publish(
+                ex.as_str().into(),
+                "rk.b".into(),
+                Default::default(),
+                body.as_bytes(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        });
+    }
+    let (status, stdout, stderr) = tail.finish();
+    assert!(status.success(), "tail: {status}, stderr {stderr:?}");
+    assert_eq!(messages(&stdout), ["a", "b", "c", "d"]);
+}
+
+/// Tail's records of one `send -- COMMAND` run: (level, message), sorted
+/// (the two streams of a command interleave freely).
+fn command_records(stdout: &str) -> BTreeSet<(String, String)> {
+    json_lines(stdout)
+        .iter()
+        .map(|r| {
+            assert_eq!(r["logger"], "job", "{r:?}");
+            assert_eq!(r["run"], "nightly", "{r:?}");
+            (
+                r["levelname"].as_str().unwrap().to_owned(),
+                r["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn send_command_ships_its_lines_and_returns_its_status() {
+    let ex = Exchange::new();
+    let tail = Tail::start(&[
+        "--exchange",
+        &ex.0,
+        "--routing-key",
+        "rk",
+        "--json",
+        "--count",
+        "2",
+    ]);
+    let sent = run(
+        logcollect(&[
+            "send",
+            "--exchange",
+            &ex.0,
+            "--routing-key",
+            "rk",
+            "--logger",
+            "job",
+            "--field",
+            "run=nightly",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ]),
+        "",
+    );
+    assert_eq!(sent.status.code(), Some(3), "{}", sent.stderr);
+    // Passed through, and nothing of ours on success.
+    assert_eq!(sent.stdout, "out\n");
+    assert_eq!(sent.stderr, "err\n");
+    let (status, stdout, _) = tail.finish();
+    assert!(status.success(), "tail: {status}");
+    let want: BTreeSet<(String, String)> = [("INFO", "out"), ("WARNING", "err")]
+        .iter()
+        .map(|(l, m)| (l.to_string(), m.to_string()))
+        .collect();
+    assert_eq!(command_records(&stdout), want);
+}
+
+#[test]
+fn send_command_levels_and_stdin() {
+    let ex = Exchange::new();
+    let tail = Tail::start(&[
+        "--exchange",
+        &ex.0,
+        "--routing-key",
+        "rk",
+        "--json",
+        "--count",
+        "3",
+    ]);
+    let sent = run(
+        logcollect(&[
+            "send",
+            "--exchange",
+            &ex.0,
+            "--routing-key",
+            "rk",
+            "--logger",
+            "job",
+            "--field",
+            "run=nightly",
+            "--level",
+            "debug",
+            "--stderr-level",
+            "error",
+            "--",
+            "sh",
+            "-c",
+            "cat; echo oops >&2",
+        ]),
+        "from stdin\n\nsecond\n",
+    );
+    assert_eq!(sent.status.code(), Some(0), "{}", sent.stderr);
+    assert_eq!(sent.stdout, "from stdin\n\nsecond\n");
+    let (status, stdout, _) = tail.finish();
+    assert!(status.success(), "tail: {status}");
+    let want: BTreeSet<(String, String)> = [
+        ("DEBUG", "from stdin"),
+        ("DEBUG", "second"),
+        ("ERROR", "oops"),
+    ]
+    .iter()
+    .map(|(l, m)| (l.to_string(), m.to_string()))
+    .collect();
+    assert_eq!(command_records(&stdout), want);
+}
+
+#[test]
+fn send_command_status_wins_over_unconfirmed_records() {
+    // No queue bound: every record is unroutable.
+    let ex = Exchange::new();
+    let ok = run(
+        logcollect(&["send", "--exchange", &ex.0, "--", "sh", "-c", "echo hi"]),
+        "",
+    );
+    assert_eq!(
+        ok.status.code(),
+        Some(1),
+        "command fine, records lost: {}",
+        ok.stderr
+    );
+    assert!(ok.stderr.contains("unroutable"), "{}", ok.stderr);
+    assert_eq!(ok.stdout, "hi\n");
+    let failed = run(
+        logcollect(&[
+            "send",
+            "--exchange",
+            &ex.0,
+            "--",
+            "sh",
+            "-c",
+            "echo hi; exit 4",
+        ]),
+        "",
+    );
+    assert_eq!(failed.status.code(), Some(4), "{}", failed.stderr);
+    assert!(failed.stderr.contains("unroutable"), "{}", failed.stderr);
+}
+
+#[test]
+fn send_command_that_cannot_run() {
+    let missing = run(
+        logcollect(&["send", "--", "logcollect-test-no-such-command"]),
+        "",
+    );
+    assert_eq!(missing.status.code(), Some(127), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("logcollect-test-no-such-command"),
+        "{}",
+        missing.stderr
+    );
+    let both = run(logcollect(&["send", "hello", "--", "true"]), "");
+    assert_eq!(
+        both.status.code(),
+        Some(2),
+        "MESSAGE and COMMAND: {}",
+        both.stderr
+    );
+}
+
+#[test]
+fn tail_usage_errors() {
+    let bad = run(logcollect(&["tail", "--where", "novalue"]), "");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(bad.stderr.contains("KEY=VALUE"), "{}", bad.stderr);
+    let mut cmd: Command = logcollect(&["tail"]);
+    cmd.env("LOGCOLLECT_COLOR", "sometimes");
+    let bad = run(cmd, "");
+    assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
+    assert!(bad.stderr.contains("LOGCOLLECT_COLOR"), "{}", bad.stderr);
 }
