@@ -83,3 +83,26 @@ fn json_array_batches_carry_every_record_once() {
 fn json_lines_batches_carry_every_record_once() {
     run(BatchFormat::JsonLines, "batch-lines");
 }
+
+#[test]
+fn json_lines_without_batching_still_ends_each_body_with_a_newline() {
+    let ex = unique("batch-lines-one");
+    let cap = Capture::topic(&ex, "logstash.#");
+    let shipper = Shipper::new(
+        config(&ex)
+            .batch_format(BatchFormat::JsonLines)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    shipper.submit(&Record::new(Level::Info, "one", "alone").field("i", 0u64));
+    shipper.flush(WAIT).unwrap();
+    let m = &cap.take(1, WAIT)[0];
+    assert!(
+        m.raw.ends_with(b"}\n"),
+        "{:?}",
+        String::from_utf8_lossy(&m.raw)
+    );
+    assert_eq!(m.body[0]["message"], "alone");
+    shipper.shutdown(WAIT).unwrap();
+}

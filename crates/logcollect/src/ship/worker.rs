@@ -733,7 +733,9 @@ impl Worker {
             return Ok(());
         }
         let lines = self.cfg.batch_format == crate::config::BatchFormat::JsonLines;
-        let batched = self.cfg.records_per_message > 1;
+        // `json_lines` bodies always end with a newline, even with one record
+        // per message: Logstash's codec holds an unterminated line back.
+        let batched = self.cfg.records_per_message > 1 || lines;
         // One record keeps its own id as the message id; a batch gets its own.
         let message_id = if group.len() == 1 {
             group[0].1.rec.id
