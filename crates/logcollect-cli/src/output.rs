@@ -11,24 +11,7 @@ use crate::style::{self, Paint, Style};
 
 /// Fields every record carries, left out of the readable line's
 /// `key=value` tail (the line shows timestamp, level, logger and message).
-const STANDARD_FIELDS: &[&str] = &[
-    "@timestamp",
-    "@version",
-    "message",
-    "host",
-    "tags",
-    "type",
-    "seq",
-    "levelname",
-    "logger",
-    "stack_info",
-    "process",
-    "threadName",
-    "pathname",
-    "lineno",
-    "module",
-    "record_id",
-];
+use logcollect::RECORD_FIELDS as STANDARD_FIELDS;
 
 /// Marks a message body that is not JSON, printed as it is.
 pub(crate) const NOT_JSON_MARKER: &str = "[not JSON]";

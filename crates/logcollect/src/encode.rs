@@ -62,6 +62,11 @@ pub(crate) const RESERVED_KEYS: &[&str] = &[
 /// (4 KiB) with room to spare.
 const MAX_HEAD_STR: usize = 1024;
 
+/// The fields of the `logcollect` profile's fixed head, in the order they are
+/// written (`@timestamp` … `record_id`): what a consumer can treat as the
+/// record's frame rather than its content (the CLI's `tail` does).
+pub const RECORD_FIELDS: &[&str] = RESERVED_KEYS.split_at(16).0;
+
 /// Prefix given to a user key that collides with a reserved or identity key.
 pub const RENAMED_KEY_PREFIX: &str = "extra_";
 
@@ -1456,3 +1461,12 @@ fn civil(secs: u64) -> [u8; 19] {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod record_fields_tests {
+    #[test]
+    fn record_fields_are_the_fixed_head() {
+        assert_eq!(super::RECORD_FIELDS.first(), Some(&"@timestamp"));
+        assert_eq!(super::RECORD_FIELDS.last(), Some(&"record_id"));
+    }
+}

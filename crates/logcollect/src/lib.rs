@@ -88,7 +88,7 @@ pub use config::{
 };
 pub use encode::{
     Profile, DEFAULT_ECS_EXTRA_PREFIX, DEFAULT_ECS_SERVICE_KEY, ECS_RESERVED_ROOTS, ECS_VERSION,
-    RENAMED_KEY_PREFIX, TYPE_TRACKING_MAX_KEYS,
+    RECORD_FIELDS, RENAMED_KEY_PREFIX, TYPE_TRACKING_MAX_KEYS,
 };
 pub use error::{Error, ErrorKind, ShutdownError};
 pub use filter::{Filter, Level};
