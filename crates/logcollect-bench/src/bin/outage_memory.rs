@@ -16,17 +16,22 @@ use anyhow::{ensure, Context as _, Result};
 use logcollect::{LogcollectLogger, Shipper, DEFAULT_QUEUE_CAPACITY};
 use logcollect_bench::{bench_config, mib, status_kib, unique, wait_for, DEAD_BROKER_URI};
 
-const USAGE: &str = "usage: outage_memory [--seconds D] [--queue-capacity C] [--message TEXT] [--uri URI]
+const USAGE: &str =
+    "usage: outage_memory [--seconds D] [--queue-capacity C] [--message TEXT] [--uri URI]
   --seconds D         how long to log (default 60)
   --message TEXT      the message; each record is `TEXT #<i>` (default: a 34-byte text)
   --queue-capacity C  logcollect's queue bound (default logcollect::DEFAULT_QUEUE_CAPACITY)
-  --uri URI           a broker URI where nothing listens (default amqp://guest:guest@127.0.0.1:1//)";
+  --uri URI           a broker URI where nothing listens (default amqp://guest:guest@127.0.0.1:1//)
+  --spool-dir DIR     turn the disk spool on in DIR (emptied first)
+  --spool-max-bytes B the spool's byte cap (default logcollect::DEFAULT_SPOOL_MAX_BYTES)";
 
 struct Args {
     seconds: u64,
     capacity: usize,
     message: String,
     uri: String,
+    spool_dir: Option<std::path::PathBuf>,
+    spool_max_bytes: u64,
 }
 
 fn parse_args() -> Result<Option<Args>> {
@@ -35,6 +40,8 @@ fn parse_args() -> Result<Option<Args>> {
         capacity: DEFAULT_QUEUE_CAPACITY,
         message: "request failed: upstream timed out".to_owned(),
         uri: DEAD_BROKER_URI.to_owned(),
+        spool_dir: None,
+        spool_max_bytes: logcollect::DEFAULT_SPOOL_MAX_BYTES,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -55,6 +62,12 @@ fn parse_args() -> Result<Option<Args>> {
                     .context("--queue-capacity")?;
             }
             "--uri" => args.uri = value("--uri")?,
+            "--spool-dir" => args.spool_dir = Some(value("--spool-dir")?.into()),
+            "--spool-max-bytes" => {
+                args.spool_max_bytes = value("--spool-max-bytes")?
+                    .parse()
+                    .context("--spool-max-bytes")?;
+            }
             "--message" => args.message = value("--message")?,
             other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),
         }
@@ -88,9 +101,13 @@ struct Sample {
 fn run(args: Args) -> Result<()> {
     let rss_before = status_kib("VmRSS").context("cannot read /proc/self/status")?;
     let hwm_before = status_kib("VmHWM").unwrap_or(0);
-    let config = bench_config(&args.uri, &unique("logcollect-bench-outage"))
-        .queue_capacity(args.capacity)
-        .build()?;
+    let mut builder =
+        bench_config(&args.uri, &unique("logcollect-bench-outage")).queue_capacity(args.capacity);
+    if let Some(dir) = &args.spool_dir {
+        let _ = std::fs::remove_dir_all(dir);
+        builder = builder.spool_dir(dir).spool_max_bytes(args.spool_max_bytes);
+    }
+    let config = builder.build()?;
     let shipper = Shipper::new(config)?;
     // Start measuring once the outage is real: the first connect has failed.
     ensure!(
@@ -203,6 +220,22 @@ fn run(args: Args) -> Result<()> {
         elapsed * 1e9 / i as f64
     );
     println!("  accepted              {}", st.accepted);
+    if let Some(dir) = &args.spool_dir {
+        let on_disk: u64 = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        println!(
+            "  spool                 cap {:.1} MiB, on disk {:.1} MiB, spooled {}, dropped oldest (over the cap) {}",
+            args.spool_max_bytes as f64 / 1048576.0,
+            on_disk as f64 / 1048576.0,
+            st.spooled,
+            st.spool_dropped
+        );
+    }
     println!("  dropped_queue_full    {}", st.dropped_queue_full);
     println!("  connect failures      {}", st.connect_failures);
     println!(
