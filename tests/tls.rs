@@ -93,3 +93,71 @@ fn missing_or_bad_tls_files_are_boot_errors() {
     assert!(e.to_string().contains("no PEM certificate"), "{e}");
     let _ = std::fs::remove_file(not_pem);
 }
+
+const MTLS_URI: &str = "amqps://guest:guest@localhost:5674//";
+
+fn wait_tls(shipper: &Shipper, what: &str) -> logcollect::Stats {
+    let t0 = Instant::now();
+    loop {
+        let s = shipper.stats();
+        if s.connects > 0 || s.connect_failures > 0 {
+            return s;
+        }
+        assert!(t0.elapsed() < WAIT, "{what}: no connection outcome");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn client_certificate_is_presented_when_configured() {
+    let ca = ensure_tls_listener();
+    let dir = ca.parent().unwrap().to_owned();
+    let ex = unique("tls-mtls");
+    let cap = Capture::topic(&ex, "logstash.#");
+    let shipper = Shipper::new(
+        config(&ex)
+            .broker_uri(MTLS_URI)
+            .tls_ca_file(&ca)
+            .tls_cert_file(dir.join("client.pem"))
+            .tls_key_file(dir.join("client.key"))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(shipper.config().has_tls_client_cert());
+    shipper.submit(&Record::new(
+        Level::Info,
+        "tls",
+        "with a client certificate",
+    ));
+    shipper
+        .flush(WAIT)
+        .expect("delivered with a client certificate");
+    assert_eq!(
+        cap.take(1, WAIT)[0].str("message"),
+        "with a client certificate"
+    );
+    shipper.shutdown(WAIT).unwrap();
+}
+
+#[test]
+fn a_broker_that_demands_a_client_certificate_refuses_us_without_one() {
+    let ca = ensure_tls_listener();
+    let shipper = Shipper::new(
+        config(&unique("tls-nocert"))
+            .broker_uri(MTLS_URI)
+            .tls_ca_file(&ca)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    shipper.submit(&Record::new(Level::Info, "tls", "x"));
+    let s = wait_tls(&shipper, "no client certificate");
+    assert_eq!(s.connects, 0, "{s:?}");
+    let e = s.last_error.unwrap();
+    assert!(
+        e.contains("requires a client certificate") && e.contains("tls_cert_file"),
+        "{e}"
+    );
+    let _ = shipper.shutdown(Duration::from_millis(100));
+}

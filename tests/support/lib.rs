@@ -361,7 +361,9 @@ pub fn json_type(v: &serde_json::Value) -> &'static str {
 }
 
 /// Makes sure the local broker has a TLS listener on 127.0.0.1:5671 with a
-/// CA generated for the tests, and returns the CA's PEM path. The listener
+/// CA generated for the tests (and one on 5674 that demands a client
+/// certificate from that CA: `client.pem`/`client.key` beside it), and
+/// returns the CA's PEM path. The listener
 /// is added at run time (`rabbitmqctl eval`), so the broker's configuration
 /// is never changed; a broker restart drops it and the next call adds it again.
 pub fn ensure_tls_listener() -> std::path::PathBuf {
@@ -393,6 +395,7 @@ pub fn ensure_tls_listener() -> std::path::PathBuf {
         sh("chmod 755 . && chmod 644 *");
     }
     static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static STARTED_MTLS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !STARTED.swap(true, Ordering::SeqCst) {
         // A listener left by an earlier run may serve other certificates:
         // start ours afresh, once per test process.
@@ -410,6 +413,48 @@ pub fn ensure_tls_listener() -> std::path::PathBuf {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+    if !dir.join("client.pem").exists() {
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{script}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        // A client certificate from the same CA, key in PKCS#8 PEM.
+        sh("openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj '/CN=logcollect-test-client'");
+        sh("printf 'extendedKeyUsage=clientAuth\\n' > client-ext.cnf");
+        sh("openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 3650 -extfile client-ext.cnf");
+        sh("chmod 644 *");
+    }
+    if !STARTED_MTLS.swap(true, Ordering::SeqCst) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args([
+                "eval",
+                "rabbit_networking:stop_tcp_listener({\"127.0.0.1\", 5674}).",
+            ])
+            .output();
+        let d = dir.display();
+        // A listener that demands a client certificate signed by our CA.
+        let expr = format!(
+            "rabbit_networking:start_ssl_listener({{\"127.0.0.1\", 5674}}, [{{cacertfile,\"{d}/ca.pem\"}},{{certfile,\"{d}/server.pem\"}},{{keyfile,\"{d}/server.key\"}},{{verify,verify_peer}},{{fail_if_no_peer_cert,true}}], 1)."
+        );
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(["eval", &expr])
+            .output()
+            .expect("rabbitmqctl");
+        assert!(
+            out.status.success(),
+            "mTLS listener: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     if std::net::TcpStream::connect("127.0.0.1:5671").is_err() {
         let d = dir.display();

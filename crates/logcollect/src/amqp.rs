@@ -70,11 +70,25 @@ pub fn describe_connect_error(e: &lapin::Error, broker: &BrokerUri) -> String {
             ),
             _ => e.to_string(),
         },
+        _ if broker.is_tls() && tls_alert(e, "certificaterequired") => format!(
+            "TLS: the broker requires a client certificate ({e}); set tls_cert_file and tls_key_file \
+             (LOGCOLLECT_TLS_CERT_FILE / LOGCOLLECT_TLS_KEY_FILE)"
+        ),
+        _ if broker.is_tls() && tls_alert(e, "received fatal alert") => format!(
+            "TLS: the broker refused the handshake ({e}); if it checks client certificates, ours is \
+             missing, expired or not signed by a CA it trusts"
+        ),
         _ if broker.is_tls() && is_certificate_error(e) => format!(
             "TLS: the broker's certificate is not trusted ({e}); give its CA with tls_ca_file / LOGCOLLECT_TLS_CA_FILE"
         ),
         _ => e.to_string(),
     }
+}
+
+/// Whether the error text (lower-cased, spaces kept) holds `needle`: the TLS
+/// library reports alerts only as text.
+fn tls_alert(e: &lapin::Error, needle: &str) -> bool {
+    e.to_string().to_ascii_lowercase().contains(needle)
 }
 
 fn is_certificate_error(e: &lapin::Error) -> bool {
