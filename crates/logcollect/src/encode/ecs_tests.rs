@@ -5,8 +5,6 @@
 //! value in one place and an object in another".
 
 use std::collections::{HashMap, HashSet};
-use std::error::Error as StdError;
-use std::fmt;
 
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -145,36 +143,7 @@ fn all_keys(m: &Map<String, Value>) -> Vec<String> {
     out
 }
 
-#[derive(Debug)]
-struct ChainErr {
-    msg: String,
-    source: Option<Box<ChainErr>>,
-}
-
-impl fmt::Display for ChainErr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.msg)
-    }
-}
-
-impl StdError for ChainErr {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn StdError + 'static))
-    }
-}
-
-fn chain(msgs: &[&str]) -> ChainErr {
-    let mut err: Option<ChainErr> = None;
-    for m in msgs.iter().rev() {
-        err = Some(ChainErr {
-            msg: (*m).to_owned(),
-            source: err.map(Box::new),
-        });
-    }
-    err.expect("at least one message")
-}
+use crate::encode::tests::chain;
 
 fn one(enc: &Encoder, fields: impl FnOnce(&mut RecordWriter<'_>)) -> Map<String, Value> {
     let mut w = enc.begin(Level::Info, "t", loc()).expect("not re-entrant");

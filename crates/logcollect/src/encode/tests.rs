@@ -164,9 +164,10 @@ fn assert_golden(name: &str, ours: &Encoded, same_value: &[&str]) -> Map<String,
     ob
 }
 
-/// An error with a chain of sources: `chain(&["top", "mid", "root"])`.
+/// An error with a chain of sources: `chain(&["top", "mid", "root"])`
+/// (shared with the ECS tests).
 #[derive(Debug)]
-struct ChainErr {
+pub(crate) struct ChainErr {
     msg: String,
     source: Option<Box<ChainErr>>,
 }
@@ -185,7 +186,7 @@ impl StdError for ChainErr {
     }
 }
 
-fn chain(msgs: &[&str]) -> ChainErr {
+pub(crate) fn chain(msgs: &[&str]) -> ChainErr {
     let mut err: Option<ChainErr> = None;
     for m in msgs.iter().rev() {
         err = Some(ChainErr {
