@@ -455,6 +455,14 @@ pub fn ensure_tls_listener() -> std::path::PathBuf {
             "mTLS listener: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect("127.0.0.1:5674").is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "mTLS listener did not open"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     if std::net::TcpStream::connect("127.0.0.1:5671").is_err() {
         let d = dir.display();

@@ -18,12 +18,9 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
     QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
-use lapin::tcp::OwnedTLSConfig;
+use lapin::protocol::AMQPSoftError;
 use lapin::types::{FieldTable, ShortString};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
 use logcollect::{BrokerUri, Config};
 
 use crate::broker::{self, Inequivalent};
@@ -442,49 +439,18 @@ impl Doctor<'_> {
     }
 
     async fn login(&self, broker: &BrokerUri) -> Login {
+        use logcollect::amqp::ConnectErrorKind;
         let name = format!("logcollect doctor pid {}", std::process::id());
-        if self.config.has_tls_ca() || self.config.has_tls_client_cert() {
-            // The TLS files are only reachable through the core's connect,
-            // which reports in words; tell its two messages apart by them.
-            return match logcollect::amqp::connect(self.config, broker, &name).await {
-                Ok(conn) => Login::Open(conn),
-                Err(text) if text.starts_with("login refused") => Login::Refused(text),
-                Err(text) if text.starts_with("vhost") => Login::Vhost(text),
-                Err(text) => Login::Failed(text),
-            };
-        }
-        let props = ConnectionProperties::default().with_connection_name(name.into());
-        let runtime = match lapin::runtime::default_runtime() {
-            Ok(runtime) => runtime,
-            Err(e) => return Login::Failed(e.to_string()),
-        };
-        // What the core's connect does, without TLS files, keeping the error
-        // kind it turns into words.
-        let attempt = Connection::connect_uri_with_config(
-            broker.to_lapin(),
-            props,
-            OwnedTLSConfig::default(),
-            runtime,
-        );
-        match tokio::time::timeout(self.timeout, attempt).await {
-            Err(_) => Login::Failed(format!(
-                "no AMQP answer within {:?} (is this a RabbitMQ port?)",
-                self.timeout
-            )),
-            Ok(Ok(conn)) => Login::Open(conn),
-            Ok(Err(e)) => match e.kind() {
-                lapin::ErrorKind::ProtocolError(p)
-                    if *p.kind() == AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) =>
-                {
-                    Login::Refused(p.get_message().to_string())
+        match logcollect::amqp::connect_within(self.config, broker, &name, self.timeout).await {
+            Ok(conn) => Login::Open(conn),
+            Err(e) => {
+                let said = e.broker_said().map_or_else(|| e.to_string(), str::to_owned);
+                match e.kind() {
+                    ConnectErrorKind::LoginRefused => Login::Refused(said),
+                    ConnectErrorKind::VhostNotAllowed => Login::Vhost(said),
+                    _ => Login::Failed(e.to_string()),
                 }
-                lapin::ErrorKind::ProtocolError(p)
-                    if *p.kind() == AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) =>
-                {
-                    Login::Vhost(p.get_message().to_string())
-                }
-                _ => Login::Failed(logcollect::amqp::describe_connect_error(&e, broker)),
-            },
+            }
         }
     }
 

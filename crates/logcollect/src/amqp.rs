@@ -1,6 +1,10 @@
 //! Connecting to the broker a [`Shipper`](crate::Shipper) uses, for tools that
-//! open their own AMQP connection (the `logcollect` CLI's `tail`, for one).
-//! These functions expose lapin's types on purpose: that is their point.
+//! open their own AMQP connection (the `logcollect` CLI's `tail` and
+//! `doctor`, for instance). These functions expose lapin's types on purpose:
+//! that is their point.
+
+use std::fmt;
+use std::time::Duration;
 
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
@@ -9,21 +13,83 @@ use lapin::{Connection, ConnectionProperties};
 use crate::config::Config;
 use crate::uri::BrokerUri;
 
+/// What kind of failure a [`ConnectError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectErrorKind {
+    /// Nothing accepts TCP connections at the broker's address.
+    Refused,
+    /// No AMQP answer within the time allowed (a silent listener, a
+    /// firewall dropping packets, or not a RabbitMQ port).
+    Timeout,
+    /// The user name or password was refused.
+    LoginRefused,
+    /// Logged in, but the vhost does not exist or the user may not use it.
+    VhostNotAllowed,
+    /// The TLS handshake failed (certificate not trusted, client
+    /// certificate required or refused).
+    Tls,
+    /// Anything else (I/O errors, protocol errors).
+    Other,
+}
+
+/// Why a connection attempt failed: a [`ConnectErrorKind`] and a message in
+/// words with the fix where we know it. Never contains the password.
+#[derive(Debug, Clone)]
+pub struct ConnectError {
+    kind: ConnectErrorKind,
+    message: String,
+    broker_said: Option<String>,
+}
+
+impl ConnectError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ConnectErrorKind {
+        self.kind
+    }
+    /// The broker's own words, when it refused the login or the vhost
+    /// (`ACCESS_REFUSED - Login was refused …`).
+    pub fn broker_said(&self) -> Option<&str> {
+        self.broker_said.as_deref()
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
 /// Opens a connection to `broker` (one of `config`'s brokers) with the
 /// configuration's TLS material, giving up after the broker's
 /// `connection_timeout` or the configuration's `connect_timeout` (TCP, TLS
-/// and AMQP handshakes together). The error is in words, with the fix where
-/// we know it, and never contains the password.
+/// and AMQP handshakes together).
 pub async fn connect(
     config: &Config,
     broker: &BrokerUri,
     connection_name: &str,
-) -> Result<Connection, String> {
+) -> Result<Connection, ConnectError> {
     let timeout = broker
         .connection_timeout()
         .unwrap_or(config.connect_timeout);
+    connect_within(config, broker, connection_name, timeout).await
+}
+
+/// [`connect`] with an explicit time limit.
+pub async fn connect_within(
+    config: &Config,
+    broker: &BrokerUri,
+    connection_name: &str,
+    timeout: Duration,
+) -> Result<Connection, ConnectError> {
     let props = ConnectionProperties::default().with_connection_name(connection_name.into());
-    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    let runtime = lapin::runtime::default_runtime().map_err(|e| ConnectError {
+        kind: ConnectErrorKind::Other,
+        message: e.to_string(),
+        broker_said: None,
+    })?;
     let tls = OwnedTLSConfig {
         identity: config
             .tls
@@ -37,10 +103,12 @@ pub async fn connect(
     };
     let attempt = Connection::connect_uri_with_config(broker.to_lapin(), props, tls, runtime);
     match tokio::time::timeout(timeout, attempt).await {
-        Err(_) => Err(format!(
-            "no AMQP answer within {timeout:?} (is this a RabbitMQ port?)"
-        )),
-        Ok(Err(e)) => Err(describe_connect_error(&e, broker)),
+        Err(_) => Err(ConnectError {
+            kind: ConnectErrorKind::Timeout,
+            message: format!("no AMQP answer within {timeout:?} (is this a RabbitMQ port?)"),
+            broker_said: None,
+        }),
+        Ok(Err(e)) => Err(classify(&e, broker)),
         Ok(Ok(conn)) => Ok(conn),
     }
 }
@@ -49,53 +117,89 @@ pub async fn connect(
 /// know it. lapin's messages never hold the password: it only travels in
 /// the SASL response, which errors do not echo.
 pub fn describe_connect_error(e: &lapin::Error, broker: &BrokerUri) -> String {
-    match e.kind() {
-        lapin::ErrorKind::IOError(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+    classify(e, broker).message
+}
+
+fn classify(e: &lapin::Error, broker: &BrokerUri) -> ConnectError {
+    let (kind, message, said) = match e.kind() {
+        lapin::ErrorKind::IOError(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => (
+            ConnectErrorKind::Refused,
             format!(
                 "connection refused at {} (is RabbitMQ running and listening there?)",
                 broker.address()
+            ),
+            None,
+        ),
+        lapin::ErrorKind::ProtocolError(p)
+            if *p.kind() == AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) =>
+        {
+            let said = p.get_message().to_string();
+            (
+                ConnectErrorKind::LoginRefused,
+                format!(
+                    "login refused for user {:?}: wrong user or password ({said})",
+                    broker.user()
+                ),
+                Some(said),
             )
         }
-        lapin::ErrorKind::ProtocolError(p) => match p.kind() {
-            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => format!(
-                "login refused for user {:?}: wrong user or password ({})",
-                broker.user(),
-                p.get_message()
+        lapin::ErrorKind::ProtocolError(p)
+            if *p.kind() == AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) =>
+        {
+            let said = p.get_message().to_string();
+            (
+                ConnectErrorKind::VhostNotAllowed,
+                format!(
+                    "vhost {:?} does not exist or user {:?} may not use it ({said})",
+                    broker.vhost(),
+                    broker.user()
+                ),
+                Some(said),
+            )
+        }
+        _ if broker.is_tls() && text_has(e, "certificaterequired") => (
+            ConnectErrorKind::Tls,
+            format!(
+                "TLS: the broker requires a client certificate ({e}); set tls_cert_file and \
+                 tls_key_file (LOGCOLLECT_TLS_CERT_FILE / LOGCOLLECT_TLS_KEY_FILE)"
             ),
-            AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => format!(
-                "vhost {:?} does not exist or user {:?} may not use it ({})",
-                broker.vhost(),
-                broker.user(),
-                p.get_message()
+            None,
+        ),
+        _ if broker.is_tls() && text_has(e, "received fatal alert") => (
+            ConnectErrorKind::Tls,
+            format!(
+                "TLS: the broker refused the handshake ({e}); if it checks client certificates, \
+                 ours is missing, expired or not signed by a CA it trusts"
             ),
-            _ => e.to_string(),
-        },
-        _ if broker.is_tls() && tls_alert(e, "certificaterequired") => format!(
-            "TLS: the broker requires a client certificate ({e}); set tls_cert_file and tls_key_file \
-             (LOGCOLLECT_TLS_CERT_FILE / LOGCOLLECT_TLS_KEY_FILE)"
+            None,
         ),
-        _ if broker.is_tls() && tls_alert(e, "received fatal alert") => format!(
-            "TLS: the broker refused the handshake ({e}); if it checks client certificates, ours is \
-             missing, expired or not signed by a CA it trusts"
-        ),
-        _ if broker.is_tls() && is_certificate_error(e) => format!(
-            "TLS: the broker's certificate is not trusted ({e}); give its CA with tls_ca_file / LOGCOLLECT_TLS_CA_FILE"
-        ),
-        _ => e.to_string(),
+        _ if broker.is_tls()
+            && (text_has(e, "certificate")
+                || text_has(e, "unknownissuer")
+                || text_has(e, "unknown issuer")) =>
+        {
+            (
+                ConnectErrorKind::Tls,
+                format!(
+                    "TLS: the broker's certificate is not trusted ({e}); give its CA with \
+                     tls_ca_file / LOGCOLLECT_TLS_CA_FILE"
+                ),
+                None,
+            )
+        }
+        _ => (ConnectErrorKind::Other, e.to_string(), None),
+    };
+    ConnectError {
+        kind,
+        message,
+        broker_said: said,
     }
 }
 
-/// Whether the error text (lower-cased, spaces kept) holds `needle`: the TLS
-/// library reports alerts only as text.
-fn tls_alert(e: &lapin::Error, needle: &str) -> bool {
+/// Whether the error's text (lower-cased) holds `needle`: the TLS library
+/// reports alerts and verification failures only as text.
+fn text_has(e: &lapin::Error, needle: &str) -> bool {
     e.to_string().to_ascii_lowercase().contains(needle)
-}
-
-fn is_certificate_error(e: &lapin::Error) -> bool {
-    let text = e.to_string().to_ascii_lowercase();
-    text.contains("certificate")
-        || text.contains("unknownissuer")
-        || text.contains("unknown issuer")
 }
 
 /// Whether `e` is the channel-level (soft) AMQP error `kind`, e.g.

@@ -930,7 +930,9 @@ fn jitter(d: Duration) -> Duration {
 /// Opens a connection and a confirm-mode channel, and declares the exchange.
 async fn connect(cfg: &Config, broker: &BrokerUri) -> Result<(Connection, Channel), String> {
     let name = format!("logcollect {} pid {}", cfg.host, std::process::id());
-    let conn = crate::amqp::connect(cfg, broker, &name).await?;
+    let conn = crate::amqp::connect(cfg, broker, &name)
+        .await
+        .map_err(|e| e.to_string())?;
     match open_channel(cfg, &conn).await {
         Ok(ch) => Ok((conn, ch)),
         Err(e) => {
