@@ -363,29 +363,29 @@ pub fn json_type(v: &serde_json::Value) -> &'static str {
 /// Makes sure the local broker has a TLS listener on 127.0.0.1:5671 with a
 /// CA generated for the tests (and one on 5674 that demands a client
 /// certificate from that CA: `client.pem`/`client.key` beside it), and
-/// returns the CA's PEM path. The listener
-/// is added at run time (`rabbitmqctl eval`), so the broker's configuration
-/// is never changed; a broker restart drops it and the next call adds it again.
+/// returns the CA's PEM path. The listeners are added at run time
+/// (`rabbitmqctl eval`), so the broker's configuration is never changed; a
+/// broker restart drops them and the next call adds them again.
 pub fn ensure_tls_listener() -> std::path::PathBuf {
     static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let _once = ONCE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::env::temp_dir().join("logcollect-test-tls");
-    let ca = dir.join("ca.pem");
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
     if !dir.join("server.pem").exists() {
         std::fs::create_dir_all(&dir).unwrap();
-        let sh = |script: &str| {
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(script)
-                .current_dir(&dir)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{script}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
         sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 -subj '/CN=logcollect test CA'");
         sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj '/CN=localhost'");
         sh("printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext.cnf");
@@ -394,98 +394,59 @@ pub fn ensure_tls_listener() -> std::path::PathBuf {
         sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other-ca.pem -days 3650 -subj '/CN=some other CA'");
         sh("chmod 755 . && chmod 644 *");
     }
-    static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    static STARTED_MTLS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if !STARTED.swap(true, Ordering::SeqCst) {
-        // A listener left by an earlier run may serve other certificates:
-        // start ours afresh, once per test process.
-        let _ = std::process::Command::new("rabbitmqctl")
-            .args([
-                "eval",
-                "rabbit_networking:stop_tcp_listener({\"127.0.0.1\", 5671}).",
-            ])
-            .output();
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect("127.0.0.1:5671").is_ok() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "old TLS listener did not close"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
     if !dir.join("client.pem").exists() {
-        let sh = |script: &str| {
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(script)
-                .current_dir(&dir)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{script}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
         // A client certificate from the same CA, key in PKCS#8 PEM.
         sh("openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj '/CN=logcollect-test-client'");
         sh("printf 'extendedKeyUsage=clientAuth\\n' > client-ext.cnf");
         sh("openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 3650 -extfile client-ext.cnf");
         sh("chmod 644 *");
     }
-    if !STARTED_MTLS.swap(true, Ordering::SeqCst) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .args([
-                "eval",
-                "rabbit_networking:stop_tcp_listener({\"127.0.0.1\", 5674}).",
-            ])
-            .output();
-        let d = dir.display();
-        // A listener that demands a client certificate signed by our CA.
-        let expr = format!(
-            "rabbit_networking:start_ssl_listener({{\"127.0.0.1\", 5674}}, [{{cacertfile,\"{d}/ca.pem\"}},{{certfile,\"{d}/server.pem\"}},{{keyfile,\"{d}/server.key\"}},{{verify,verify_peer}},{{fail_if_no_peer_cert,true}}], 1)."
-        );
-        let out = std::process::Command::new("rabbitmqctl")
-            .args(["eval", &expr])
-            .output()
-            .expect("rabbitmqctl");
-        assert!(
-            out.status.success(),
-            "mTLS listener: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect("127.0.0.1:5674").is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "mTLS listener did not open"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+    // Listeners left by an earlier run may serve other certificates: start
+    // ours afresh once per test process, and again whenever one is gone.
+    let first = !STARTED.swap(true, Ordering::SeqCst);
+    for (port, demand_client_cert) in [(5671, false), (5674, true)] {
+        let open = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if first || !open {
+            start_tls_listener(&dir, port, demand_client_cert);
         }
     }
-    if std::net::TcpStream::connect("127.0.0.1:5671").is_err() {
-        let d = dir.display();
-        let expr = format!(
-            "rabbit_networking:start_ssl_listener({{\"127.0.0.1\", 5671}}, [{{cacertfile,\"{d}/ca.pem\"}},{{certfile,\"{d}/server.pem\"}},{{keyfile,\"{d}/server.key\"}},{{verify,verify_none}},{{fail_if_no_peer_cert,false}}], 1)."
-        );
-        let out = std::process::Command::new("rabbitmqctl")
-            .args(["eval", &expr])
+    dir.join("ca.pem")
+}
+
+/// (Re)starts a TLS listener of the local broker on `port` with the test
+/// certificates in `dir`, and waits until it accepts connections.
+fn start_tls_listener(dir: &std::path::Path, port: u16, demand_client_cert: bool) {
+    let eval = |expr: &str| {
+        std::process::Command::new("rabbitmqctl")
+            .args(["eval", expr])
             .output()
-            .expect("rabbitmqctl");
-        assert!(
-            out.status.success(),
-            "TLS listener: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .expect("rabbitmqctl")
+    };
+    let port_open = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    let wait = |want_open: bool, what: &str| {
         let t0 = Instant::now();
-        while std::net::TcpStream::connect("127.0.0.1:5671").is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "TLS listener did not open"
-            );
+        while port_open() != want_open {
+            assert!(t0.elapsed() < Duration::from_secs(30), "{what}");
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-    ca
+    };
+    let _ = eval(&format!(
+        "rabbit_networking:stop_tcp_listener({{\"127.0.0.1\", {port}}})."
+    ));
+    wait(false, &format!("old TLS listener on {port} did not close"));
+    let d = dir.display();
+    let (verify, fail_if_no_peer_cert) = if demand_client_cert {
+        ("verify_peer", "true")
+    } else {
+        ("verify_none", "false")
+    };
+    let out = eval(&format!(
+        "rabbit_networking:start_ssl_listener({{\"127.0.0.1\", {port}}}, [{{cacertfile,\"{d}/ca.pem\"}},{{certfile,\"{d}/server.pem\"}},{{keyfile,\"{d}/server.key\"}},{{verify,{verify}}},{{fail_if_no_peer_cert,{fail_if_no_peer_cert}}}], 1)."
+    ));
+    assert!(
+        out.status.success(),
+        "TLS listener on {port}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait(true, &format!("TLS listener on {port} did not open"));
 }
