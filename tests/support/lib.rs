@@ -434,6 +434,9 @@ fn start_tls_listener(dir: &std::path::Path, port: u16, demand_client_cert: bool
         "rabbit_networking:stop_tcp_listener({{\"127.0.0.1\", {port}}})."
     ));
     wait(false, &format!("old TLS listener on {port} did not close"));
+    // Erlang caches PEM files by path: certificates regenerated under the
+    // same names would otherwise still be served from the cache.
+    let _ = eval("ssl:clear_pem_cache().");
     let d = dir.display();
     let (verify, fail_if_no_peer_cert) = if demand_client_cert {
         ("verify_peer", "true")
