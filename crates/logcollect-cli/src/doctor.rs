@@ -470,19 +470,7 @@ impl Doctor<'_> {
             passive: true,
             ..ExchangeDeclareOptions::default()
         };
-        let found = self
-            .bounded(async {
-                let channel = conn.create_channel().await?;
-                channel
-                    .exchange_declare(
-                        ex.into(),
-                        ExchangeKind::Topic,
-                        passive,
-                        FieldTable::default(),
-                    )
-                    .await
-            })
-            .await;
+        let found = self.declare_exchange(conn, ex, passive).await;
         match found {
             Ok(()) => {}
             Err(Failure::Amqp(e)) if broker::soft_error(&e) == Some(AMQPSoftError::NOTFOUND) => {
@@ -510,19 +498,7 @@ impl Doctor<'_> {
             auto_delete: self.config.auto_delete(),
             ..ExchangeDeclareOptions::default()
         };
-        let declared = self
-            .bounded(async {
-                let channel = conn.create_channel().await?;
-                channel
-                    .exchange_declare(
-                        ex.into(),
-                        ExchangeKind::Topic,
-                        options,
-                        FieldTable::default(),
-                    )
-                    .await
-            })
-            .await;
+        let declared = self.declare_exchange(conn, ex, options).await;
         match declared {
             Ok(()) => report.pass("exchange", format!("{ex:?} exists ({wanted})"))?,
             Err(Failure::Amqp(e))
@@ -751,6 +727,28 @@ impl Doctor<'_> {
     }
 
     /// `work`, or a failure after `--timeout`.
+    /// Declares `ex` as a topic exchange with `options` on a fresh channel
+    /// (a refused declaration closes its channel), within the time limit.
+    async fn declare_exchange(
+        &self,
+        conn: &Connection,
+        ex: &str,
+        options: ExchangeDeclareOptions,
+    ) -> Result<(), Failure> {
+        self.bounded(async {
+            let channel = conn.create_channel().await?;
+            channel
+                .exchange_declare(
+                    ex.into(),
+                    ExchangeKind::Topic,
+                    options,
+                    FieldTable::default(),
+                )
+                .await
+        })
+        .await
+    }
+
     async fn bounded<T>(
         &self,
         work: impl std::future::Future<Output = Result<T, impl Into<Failure>>>,
