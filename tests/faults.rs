@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use logcollect::{Level, Record, Shipper};
 use logcollect_tests::faults::{
-    ctl, drain_counts, durable_capture, wait_broker_up, Restore, SERIAL, WAIT,
+    ctl, drain_counts, durable_capture, serial, wait_broker_up, Restore, WAIT,
 };
 use logcollect_tests::{config, unique};
 
@@ -81,7 +81,7 @@ fn stream_with(shipper: &Shipper, n: u64, pace: Duration, fault: impl FnOnce()) 
 
 #[test]
 fn connections_cut_five_times_mid_stream() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let _restore = Restore::ensure();
     let (ex, q) = (unique("fault-cut"), unique("fault-cut-q"));
     durable_capture(&ex, &q);
@@ -103,7 +103,7 @@ fn connections_cut_five_times_mid_stream() {
 
 #[test]
 fn broker_app_stopped_for_8_seconds_mid_stream() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let _restore = Restore::ensure();
     let (ex, q) = (unique("fault-stop"), unique("fault-stop-q"));
     durable_capture(&ex, &q);
@@ -127,7 +127,7 @@ fn broker_app_stopped_for_8_seconds_mid_stream() {
 
 #[test]
 fn broker_down_for_the_first_seconds() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let _restore = Restore::ensure();
     let (ex, q) = (unique("fault-late"), unique("fault-late-q"));
     durable_capture(&ex, &q);
@@ -151,7 +151,7 @@ fn broker_down_for_the_first_seconds() {
 
 #[test]
 fn memory_alarm_blocks_publishing_without_blocking_callers() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let _restore = Restore::ensure();
     let (ex, q) = (unique("fault-alarm"), unique("fault-alarm-q"));
     durable_capture(&ex, &q);

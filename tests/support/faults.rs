@@ -1,6 +1,6 @@
 //! Breaking and restoring the shared broker, and counting numbered records
 //! at a durable queue: the fault tests' tools. Only for tests that run one
-//! at a time (hold [`SERIAL`]).
+//! at a time (hold [`serial`]).
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -18,7 +18,36 @@ use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use crate::{delete_exchange, AMQP_URL};
 
 pub const WAIT: Duration = Duration::from_secs(90);
-pub static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Where test processes that break the shared broker take turns: the
+/// in-process mutex orders the tests of one binary, this file lock orders
+/// test binaries and checkouts running at the same time on one machine.
+const SERIAL_LOCK_FILE: &str = "/tmp/logcollect-broker-faults.lock";
+
+/// Held while a test breaks the shared broker: no other fault test, in this
+/// process or another, runs meanwhile.
+#[derive(Debug)]
+pub struct Serial {
+    _file: std::fs::File,
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
+/// Waits for this test's turn to break the broker.
+pub fn serial() -> Serial {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(SERIAL_LOCK_FILE)
+        .expect("open the fault-test lock file");
+    file.lock().expect("take the fault-test lock");
+    Serial {
+        _file: file,
+        _guard: guard,
+    }
+}
 
 pub fn ctl(args: &[&str]) {
     let out = Command::new("rabbitmqctl")

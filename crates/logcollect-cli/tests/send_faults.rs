@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use logcollect_tests::faults::{
-    ctl, drain_keyed, durable_capture, wait_broker_up, Restore, SERIAL,
+    ctl, drain_keyed, durable_capture, serial, wait_broker_up, Restore,
 };
 use logcollect_tests::unique;
 
@@ -60,7 +60,7 @@ fn check(name: &str, ex: &str, q: &str, n: u64, child: std::process::Child) {
 
 #[test]
 fn send_exits_zero_when_the_broker_comes_up_after_it_started() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let _restore = Restore::ensure();
     let (ex, q) = (unique("send-late"), unique("send-late-q"));
     durable_capture(&ex, &q);
@@ -80,7 +80,7 @@ fn send_exits_zero_when_the_broker_comes_up_after_it_started() {
 
 #[test]
 fn send_exits_zero_after_the_broker_app_stops_mid_stream() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let _restore = Restore::ensure();
     let (ex, q) = (unique("send-stop"), unique("send-stop-q"));
     durable_capture(&ex, &q);
@@ -105,7 +105,7 @@ fn send_exits_zero_after_the_broker_app_stops_mid_stream() {
 
 #[test]
 fn send_exits_zero_after_its_connection_is_cut() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = serial();
     let _restore = Restore::ensure();
     let (ex, q) = (unique("send-cut"), unique("send-cut-q"));
     durable_capture(&ex, &q);
