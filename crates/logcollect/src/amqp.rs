@@ -6,9 +6,11 @@
 use std::fmt;
 use std::time::Duration;
 
+use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
-use lapin::{Connection, ConnectionProperties};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use crate::config::Config;
 use crate::uri::BrokerUri;
@@ -101,7 +103,14 @@ pub async fn connect_within(
             }),
         cert_chain: config.tls.ca_pem.clone(),
     };
-    let attempt = Connection::connect_uri_with_config(broker.to_lapin(), props, tls, runtime);
+    let mut uri = broker.to_lapin();
+    // A short heartbeat unless the URI names one: lapin closes a connection
+    // that has heard nothing for two intervals, which is how a hung broker or
+    // a partition is found even when no publish is waiting for its confirm.
+    if uri.query.heartbeat.is_none() && !config.heartbeat.is_zero() {
+        uri.query.heartbeat = Some(config.heartbeat.as_secs().clamp(1, u64::from(u16::MAX)) as u16);
+    }
+    let attempt = Connection::connect_uri_with_config(uri, props, tls, runtime);
     match tokio::time::timeout(timeout, attempt).await {
         Err(_) => Err(ConnectError {
             kind: ConnectErrorKind::Timeout,
@@ -206,4 +215,91 @@ fn text_has(e: &lapin::Error, needle: &str) -> bool {
 /// `PRECONDITIONFAILED` for an exchange declared with other flags.
 pub fn is_soft_error(e: &lapin::Error, kind: AMQPSoftError) -> bool {
     matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if *p.kind() == AMQPErrorKind::Soft(kind))
+}
+
+/// The AMQP reply code of a protocol error (403 access refused, 404 not
+/// found, 406 precondition failed, 320 connection forced…), if `e` is one.
+pub fn reply_code(e: &lapin::Error) -> Option<u16> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(p) => Some(p.get_id()),
+        _ => None,
+    }
+}
+
+/// Opens a channel in publisher-confirm mode.
+pub async fn confirm_channel(conn: &Connection) -> Result<Channel, lapin::Error> {
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// Declares the configuration's exchange (topic, with its `durable` and
+/// `auto_delete`) and returns a confirm-mode channel to publish on.
+///
+/// When the exchange already exists with another type or flags, the broker
+/// closes the channel (406); publishing to the exchange as it is beats losing
+/// every record (the Python library did), so this checks that it exists
+/// (a passive declaration on a new channel) and returns that channel with
+/// the conflict in words as the second value.
+pub async fn declare_exchange(
+    conn: &Connection,
+    config: &Config,
+) -> Result<(Channel, Option<String>), lapin::Error> {
+    let channel = confirm_channel(conn).await?;
+    let options = ExchangeDeclareOptions {
+        durable: config.durable,
+        auto_delete: config.auto_delete,
+        ..ExchangeDeclareOptions::default()
+    };
+    let declared = channel
+        .exchange_declare(
+            config.exchange.as_str().into(),
+            ExchangeKind::Topic,
+            options,
+            FieldTable::default(),
+        )
+        .await;
+    match declared {
+        Ok(()) => Ok((channel, None)),
+        Err(e) if is_soft_error(&e, AMQPSoftError::PRECONDITIONFAILED) => {
+            let conflict = format!(
+                "exchange {:?} already exists with another type or durability than topic/durable={}/auto_delete={} ({e}); \
+                 publishing to the existing exchange as it is. To fix: delete it or set `durable` to match",
+                config.exchange, config.durable, config.auto_delete,
+            );
+            let channel = confirm_channel(conn).await?;
+            channel
+                .exchange_declare(
+                    config.exchange.as_str().into(),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        passive: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok((channel, Some(conflict)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The properties of a message the shipper publishes: JSON, the record id
+/// (or the batch's) as `message_id`, `app_id` `logcollect`, the time in
+/// seconds, persistent when the configuration is `durable`.
+pub fn message_properties(config: &Config, message_id: &uuid::Uuid) -> BasicProperties {
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = message_id.hyphenated().encode_lower(&mut id);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_message_id((&*id).into())
+        .with_app_id("logcollect".into())
+        .with_timestamp(now)
+        .with_delivery_mode(if config.durable { 2 } else { 1 })
 }

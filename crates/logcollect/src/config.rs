@@ -38,6 +38,26 @@ pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// Default bound on one connection attempt (TCP + AMQP handshake), so a
 /// listener that never answers cannot stall the shipper.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on the bytes of records held in memory (queued, held for
+/// publishing, in flight). With [`DEFAULT_QUEUE_CAPACITY`] records of a
+/// typical 300–1,000 bytes the record bound comes first; large records
+/// (stack traces) meet this one: 65,536 records of 50 KB would be 3.2 GB.
+pub const DEFAULT_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Default AMQP heartbeat proposed to the broker. The client closes a
+/// connection that heard nothing for two intervals, so 5 s finds a hung
+/// broker or a partition within about 10–12 s even when nothing is being
+/// published.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Default time a publish may stay unconfirmed (the broker not blocking us)
+/// before the connection is taken for dead and the next broker is tried.
+/// A healthy broker confirms in milliseconds; 10 s leaves room for a slow
+/// disk under persistent messages.
+pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default longest wait of a record in the queue before the shipper thread
+/// picks it up. Callers do not wake the shipper for every record: the first
+/// record after a quiet spell wakes it, and so does a full batch; otherwise
+/// it comes back every millisecond while records flow.
+pub const DEFAULT_WAKE_INTERVAL: Duration = Duration::from_millis(1);
 /// Default cap on the disk spool's size. 256 MiB holds about a million
 /// typical (250-byte) records.
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 * 1024 * 1024;
@@ -108,11 +128,15 @@ pub const DEFAULT_IGNORED_TARGETS: &[&str] = &[
 /// | `level` | [`DEFAULT_LEVEL`] (`info`) | `LOGCOLLECT_LEVEL` |
 /// | `activity_identity` | empty | `LOGCOLLECT_ACTIVITY_IDENTITY` (`k=v,k=v`) |
 /// | `queue_capacity` | [`DEFAULT_QUEUE_CAPACITY`] (65,536) | `LOGCOLLECT_QUEUE_CAPACITY` |
+/// | `queue_max_bytes` | [`DEFAULT_QUEUE_MAX_BYTES`] (64 MiB) | `LOGCOLLECT_QUEUE_MAX_BYTES` |
 /// | `shutdown_timeout` | [`DEFAULT_SHUTDOWN_TIMEOUT`] (5 s) | `LOGCOLLECT_SHUTDOWN_TIMEOUT` (seconds) |
 /// | `max_record_bytes` | [`DEFAULT_MAX_RECORD_BYTES`] (1 MiB) | `LOGCOLLECT_MAX_RECORD_BYTES` |
 /// | `confirm_window` | [`DEFAULT_CONFIRM_WINDOW`] (1,024) | `LOGCOLLECT_CONFIRM_WINDOW` |
 /// | `reconnect_min` / `reconnect_max` | 100 ms / 30 s | — |
 /// | `connect_timeout` | [`DEFAULT_CONNECT_TIMEOUT`] (10 s) | — |
+/// | `heartbeat` | [`DEFAULT_HEARTBEAT`] (5 s; `?heartbeat=` in the URI wins) | `LOGCOLLECT_HEARTBEAT` (seconds) |
+/// | `liveness_timeout` | [`DEFAULT_LIVENESS_TIMEOUT`] (10 s) | `LOGCOLLECT_LIVENESS_TIMEOUT` (seconds) |
+/// | `wake_interval` | [`DEFAULT_WAKE_INTERVAL`] (1 ms) | — |
 /// | `tags` | `[]` | `LOGCOLLECT_TAGS` (`a,b`) |
 /// | `type_name` | [`DEFAULT_TYPE`] (`Logstash`) | `LOGCOLLECT_TYPE` |
 /// | `host` | the machine's host name | `LOGCOLLECT_HOST` |
@@ -138,6 +162,10 @@ pub struct Config {
     pub(crate) filter: Filter,
     pub(crate) activity_identity: Vec<(String, String)>,
     pub(crate) queue_capacity: usize,
+    pub(crate) queue_max_bytes: usize,
+    pub(crate) heartbeat: Duration,
+    pub(crate) liveness_timeout: Duration,
+    pub(crate) wake_interval: Duration,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) max_record_bytes: usize,
     pub(crate) confirm_window: usize,
@@ -214,6 +242,23 @@ impl Config {
     /// Bound of the in-memory queue, in records.
     pub fn queue_capacity(&self) -> usize {
         self.queue_capacity
+    }
+    /// Bound of the in-memory queue, in bytes of records.
+    pub fn queue_max_bytes(&self) -> usize {
+        self.queue_max_bytes
+    }
+    /// The AMQP heartbeat proposed to the broker (zero: the broker's).
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+    /// How long a publish may stay unconfirmed before the connection is
+    /// taken for dead.
+    pub fn liveness_timeout(&self) -> Duration {
+        self.liveness_timeout
+    }
+    /// Longest wait of a record in the queue before the shipper picks it up.
+    pub fn wake_interval(&self) -> Duration {
+        self.wake_interval
     }
     /// How long shutdown waits for confirms.
     pub fn shutdown_timeout(&self) -> Duration {
@@ -343,6 +388,10 @@ pub struct ConfigBuilder {
     level: Option<String>,
     activity_identity: Option<Vec<(String, String)>>,
     queue_capacity: Option<usize>,
+    queue_max_bytes: Option<usize>,
+    heartbeat: Option<Duration>,
+    liveness_timeout: Option<Duration>,
+    wake_interval: Option<Duration>,
     shutdown_timeout: Option<Duration>,
     max_record_bytes: Option<usize>,
     confirm_window: Option<usize>,
@@ -525,8 +574,32 @@ impl ConfigBuilder {
         queue_capacity: usize
     );
     setter!(
-        /// How long the guard's drop and `shutdown` wait for confirms.
+        /// How long the guard's drop and `shutdown` wait for confirms. Any
+        /// value works: `Duration::MAX` waits for ever.
         shutdown_timeout: Duration
+    );
+    setter!(
+        /// Bound on the bytes of records held in memory (at least four
+        /// times `max_record_bytes`); beyond it new records are refused and
+        /// counted as `dropped_memory_full`.
+        queue_max_bytes: usize
+    );
+    setter!(
+        /// The AMQP heartbeat proposed to the broker (whole seconds; zero
+        /// leaves it to the broker). A `?heartbeat=` in the URI wins.
+        heartbeat: Duration
+    );
+    setter!(
+        /// How long a publish may stay unconfirmed, while the broker is not
+        /// blocking us, before the connection is taken for dead (hung broker,
+        /// partition) and the next broker of the list is tried (at least
+        /// 100 ms).
+        liveness_timeout: Duration
+    );
+    setter!(
+        /// Longest wait of a record in the queue before the shipper thread
+        /// picks it up (at most 1 s; a full batch is picked up at once).
+        wake_interval: Duration
     );
     setter!(
         /// Cap on one encoded record, in bytes (at least 4 KiB).
@@ -671,6 +744,24 @@ impl ConfigBuilder {
                 Some(parse_num("LOGCOLLECT_SPOOL_MAX_BYTES", &v)? as u64),
             );
         }
+        if let Some(v) = get("LOGCOLLECT_QUEUE_MAX_BYTES") {
+            fill(
+                &mut self.queue_max_bytes,
+                Some(parse_num("LOGCOLLECT_QUEUE_MAX_BYTES", &v)?),
+            );
+        }
+        if let Some(v) = get("LOGCOLLECT_HEARTBEAT") {
+            fill(
+                &mut self.heartbeat,
+                Some(parse_secs("LOGCOLLECT_HEARTBEAT", &v)?),
+            );
+        }
+        if let Some(v) = get("LOGCOLLECT_LIVENESS_TIMEOUT") {
+            fill(
+                &mut self.liveness_timeout,
+                Some(parse_secs("LOGCOLLECT_LIVENESS_TIMEOUT", &v)?),
+            );
+        }
         if let Some(v) = get("LOGCOLLECT_SHUTDOWN_TIMEOUT") {
             fill(
                 &mut self.shutdown_timeout,
@@ -716,6 +807,21 @@ impl ConfigBuilder {
         // RabbitMQ's default max message size is 128 MiB.
         check(max_record_bytes <= 128 << 20, || {
             format!("max_record_bytes {max_record_bytes} is above RabbitMQ's 128 MiB message limit")
+        })?;
+        let queue_max_bytes = self.queue_max_bytes.unwrap_or(DEFAULT_QUEUE_MAX_BYTES);
+        check(queue_max_bytes / 4 >= max_record_bytes, || {
+            format!(
+                "queue_max_bytes {queue_max_bytes} is below four times max_record_bytes ({max_record_bytes}): \
+                 records queued, in flight and read back from the spool must fit"
+            )
+        })?;
+        let liveness_timeout = self.liveness_timeout.unwrap_or(DEFAULT_LIVENESS_TIMEOUT);
+        check(liveness_timeout >= Duration::from_millis(100), || {
+            format!("liveness_timeout {liveness_timeout:?} is below 100 ms: healthy brokers would be dropped")
+        })?;
+        let wake_interval = self.wake_interval.unwrap_or(DEFAULT_WAKE_INTERVAL);
+        check(wake_interval <= Duration::from_secs(1), || {
+            format!("wake_interval {wake_interval:?} is above 1 s: records would wait that long before leaving")
         })?;
         let confirm_window = self.confirm_window.unwrap_or(DEFAULT_CONFIRM_WINDOW);
         check(confirm_window >= 1, || {
@@ -770,6 +876,10 @@ impl ConfigBuilder {
             filter,
             activity_identity,
             queue_capacity,
+            queue_max_bytes,
+            heartbeat: self.heartbeat.unwrap_or(DEFAULT_HEARTBEAT),
+            liveness_timeout,
+            wake_interval,
             shutdown_timeout: self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
             max_record_bytes,
             confirm_window,

@@ -19,6 +19,9 @@ pub enum ErrorKind {
     Spawn,
     /// Talking to the broker failed (used by the CLI and checks, never by boot).
     Broker,
+    /// The spool directory cannot be used (owned by another user, a symlink
+    /// where a file should be, in use by another process, unreadable).
+    Spool,
 }
 
 impl fmt::Display for ErrorKind {
@@ -30,6 +33,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::AlreadyInstalled => "already installed",
             ErrorKind::Spawn => "cannot start the shipper thread",
             ErrorKind::Broker => "broker error",
+            ErrorKind::Spool => "spool directory unusable",
         })
     }
 }

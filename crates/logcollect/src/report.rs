@@ -13,6 +13,10 @@ pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 pub(crate) struct Reporter {
     last: Mutex<HashMap<String, (Instant, u64, String)>>,
+    /// Causes already said by [`once`](Self::once), until cleared.
+    said: Mutex<std::collections::HashSet<String>>,
+    /// Tests that provoke thousands of problems keep stderr readable.
+    quiet: bool,
 }
 
 impl Reporter {
@@ -47,13 +51,45 @@ impl Reporter {
             }
         };
         drop(map);
-        eprint_line(&line);
+        self.print(&line);
+    }
+
+    /// Prints `msg` the first time `cause` happens, and not again until the
+    /// cause is cleared: for a state that lasts (a refusal, a full disk),
+    /// which one clear line describes better than a line every interval.
+    pub(crate) fn once(&self, cause: &str, msg: &str) {
+        let first = self
+            .said
+            .lock()
+            .map(|mut said| said.insert(cause.to_owned()))
+            .unwrap_or(false);
+        if first {
+            self.print(msg);
+        }
     }
 
     /// Forgets a cause (it was fixed), so a recurrence prints at once.
     pub(crate) fn clear(&self, cause: &str) {
         if let Ok(mut map) = self.last.lock() {
             map.remove(cause);
+        }
+        if let Ok(mut said) = self.said.lock() {
+            said.remove(cause);
+        }
+    }
+
+    /// A reporter that prints nothing (simulation tests).
+    #[cfg(test)]
+    pub(crate) fn quiet() -> Reporter {
+        Reporter {
+            quiet: true,
+            ..Reporter::default()
+        }
+    }
+
+    fn print(&self, line: &str) {
+        if !self.quiet {
+            eprint_line(line);
         }
     }
 }

@@ -1,7 +1,30 @@
-//! The shipper handle, its guard, flush/shutdown and the stats.
+//! The shipper: the handle the front-ends and the application hold, and the
+//! `logcollect-shipper` thread behind it.
+//!
+//! A record's way: the front-end encodes it and hands it to the [`intake`]
+//! (bounded in records and bytes, never waiting); the [`driver`] on the
+//! shipper thread takes it, publishes it through a [`transport`] (lapin:
+//! [`amqp_link`]), several per message when [`batch`]ing, and keeps it until
+//! the broker confirms it, in memory or in the [`spool`] on disk. The
+//! [`ledger`] knows where every accepted record is; [`stats`] are read from
+//! it; [`backoff`] paces reconnects.
 
+mod amqp_link;
+mod backoff;
+mod batch;
+mod driver;
+mod intake;
+mod ledger;
 mod spool;
-mod worker;
+mod stats;
+mod transport;
+
+#[cfg(test)]
+mod dst;
+#[cfg(test)]
+mod scenarios;
+#[cfg(test)]
+mod sim;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,11 +34,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+pub use stats::Stats;
+
 use crate::config::Config;
 use crate::encode::{Encoded, Encoder};
 use crate::error::{Error, ErrorKind, ShutdownError};
 use crate::record::Record;
 use crate::report::Reporter;
+use driver::Control;
+use intake::{Intake, Refusal};
 
 /// Name of the shipper thread.
 pub const DEFAULT_THREAD_NAME: &str = "logcollect-shipper";
@@ -32,177 +59,20 @@ pub(crate) fn suppressed() -> bool {
     SUPPRESSED.with(std::cell::Cell::get)
 }
 
-pub(crate) enum Item {
-    Record(Encoded),
-    /// Flush marker: everything queued before it is covered by flush `id`.
-    Marker(u64),
-}
-
-pub(crate) enum Control {
-    Flush {
-        id: u64,
-        deadline: Instant,
-        reply: std::sync::mpsc::SyncSender<()>,
-    },
-    Shutdown {
-        deadline: Instant,
-        reply: std::sync::mpsc::SyncSender<u64>,
-    },
-}
-
-/// Counters shared by callers and the shipper.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) accepted: AtomicU64,
-    pub(crate) published: AtomicU64,
-    pub(crate) confirmed: AtomicU64,
-    pub(crate) nacked: AtomicU64,
-    pub(crate) republished: AtomicU64,
-    pub(crate) unroutable: AtomicU64,
-    pub(crate) dropped_queue_full: AtomicU64,
-    pub(crate) dropped_after_shutdown: AtomicU64,
-    pub(crate) dropped_reentrant: AtomicU64,
-    pub(crate) undelivered_at_shutdown: AtomicU64,
-    pub(crate) truncated: AtomicU64,
-    pub(crate) connects: AtomicU64,
-    pub(crate) connect_failures: AtomicU64,
-    pub(crate) connection_losses: AtomicU64,
-    pub(crate) in_flight: AtomicU64,
-    pub(crate) spooled: AtomicU64,
-    pub(crate) spool_synced: AtomicU64,
-    pub(crate) replayed: AtomicU64,
-    pub(crate) recovered: AtomicU64,
-    pub(crate) spool_dropped: AtomicU64,
-    pub(crate) spool_corrupt: AtomicU64,
-    pub(crate) spool_bytes: AtomicU64,
-    pub(crate) kept_in_spool_at_shutdown: AtomicU64,
-    pub(crate) connected: AtomicBool,
-    pub(crate) blocked: AtomicBool,
-    pub(crate) last_error: Mutex<Option<String>>,
-}
-
-impl Counters {
-    pub(crate) fn set_error(&self, msg: &str) {
-        if let Ok(mut e) = self.last_error.lock() {
-            *e = Some(msg.to_owned());
-        }
-    }
-}
-
-/// A snapshot of the shipper's counters. Every record accepted ends up in
-/// exactly one of `confirmed`, `undelivered_at_shutdown`, or is still
-/// pending (`accepted - confirmed - undelivered_at_shutdown`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Records taken into the queue.
-    pub accepted: u64,
-    /// Publishes sent to the broker (including republishes).
-    pub published: u64,
-    /// Records the broker confirmed (acked), including unroutable ones.
-    pub confirmed: u64,
-    /// Negative acknowledgements received (each record is republished).
-    pub nacked: u64,
-    /// Records published again after a nack or a lost connection.
-    pub republished: u64,
-    /// Confirmed records the broker could not route to any queue (no queue
-    /// bound to the exchange for their routing key): they are gone.
-    pub unroutable: u64,
-    /// Records refused because the queue was full (never accepted).
-    pub dropped_queue_full: u64,
-    /// Records logged after shutdown (never accepted).
-    pub dropped_after_shutdown: u64,
-    /// Records logged from inside our own encoding (a `Display` impl that
-    /// logs); dropped instead of recursing.
-    pub dropped_reentrant: u64,
-    /// Accepted records still unconfirmed when the shutdown deadline passed.
-    pub undelivered_at_shutdown: u64,
-    /// Records cut to the size cap (delivered, marked `truncated`).
-    pub truncated: u64,
-    /// Successful connections (the first one included).
-    pub connects: u64,
-    /// Failed connection attempts.
-    pub connect_failures: u64,
-    /// Established connections (or channels) that were lost.
-    pub connection_losses: u64,
-    /// Published records awaiting their confirm right now.
-    pub in_flight: u64,
-    /// Records written to the disk spool (broker away, queue backlog, or
-    /// shutdown deadline).
-    pub spooled: u64,
-    /// Of those, made durable (fsync) so far.
-    pub spool_synced: u64,
-    /// Records published from the spool (this process's and earlier ones').
-    pub replayed: u64,
-    /// Records an earlier process left in the spool, confirmed by this one
-    /// (not counted in `accepted` nor `confirmed`).
-    pub recovered: u64,
-    /// Unread spool records deleted because the spool was over its byte cap
-    /// (oldest first).
-    pub spool_dropped: u64,
-    /// Torn or corrupt spool records skipped (a crash mid-write).
-    pub spool_corrupt: u64,
-    /// Bytes in the spool directory right now.
-    pub spool_bytes: u64,
-    /// Accepted records not delivered by the shutdown deadline but kept in
-    /// the spool for the next process.
-    pub kept_in_spool_at_shutdown: u64,
-    /// Whether the shipper is connected right now.
-    pub connected: bool,
-    /// Whether the broker is blocking publishers right now (memory or disk alarm).
-    pub blocked: bool,
-    /// The last problem, in words (never contains a password).
-    pub last_error: Option<String>,
-}
-
-impl Stats {
-    /// Records accepted but not yet confirmed nor given up.
-    pub fn pending(&self) -> u64 {
-        self.accepted
-            .saturating_sub(self.confirmed)
-            .saturating_sub(self.undelivered_at_shutdown)
-            .saturating_sub(self.kept_in_spool_at_shutdown)
-    }
-    /// Everything that was lost or refused, all causes together.
-    pub fn lost(&self) -> u64 {
-        self.unroutable
-            + self.dropped_queue_full
-            + self.dropped_after_shutdown
-            + self.dropped_reentrant
-            + self.undelivered_at_shutdown
-            + self.spool_dropped
-    }
-}
-
-impl fmt::Display for Stats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "accepted {}, confirmed {}, pending {}, unroutable {}, dropped (queue full) {}, \
-             dropped (after shutdown) {}, undelivered at shutdown {}, republished {}, reconnects {}",
-            self.accepted,
-            self.confirmed,
-            self.pending(),
-            self.unroutable,
-            self.dropped_queue_full,
-            self.dropped_after_shutdown,
-            self.undelivered_at_shutdown,
-            self.republished,
-            self.connects.saturating_sub(1),
-        )
-    }
-}
+/// How long `shutdown` waits beyond its timeout for the thread to write
+/// what is left to the spool (one fsync) and close the connection.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 pub(crate) struct Inner {
     pub(crate) config: Config,
     pub(crate) encoder: Encoder,
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) reporter: Arc<Reporter>,
-    tx: mpsc::Sender<Item>,
+    intake: Arc<Intake>,
     ctrl: mpsc::UnboundedSender<Control>,
+    reporter: Arc<Reporter>,
+    last_error: Arc<Mutex<Option<String>>>,
+    truncated: AtomicU64,
+    reentrant: AtomicU64,
     shut: AtomicBool,
-    warned_full: AtomicBool,
-    next_flush: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -248,28 +118,66 @@ impl ShipperBuilder {
         self
     }
     /// Starts the shipper thread. Does not wait for the broker.
+    ///
+    /// Errors: the spool directory cannot be used (owned by another user, a
+    /// symlink where a file should be, in use by another process…), or the
+    /// thread cannot be started.
     pub fn build(self) -> Result<Shipper, Error> {
         let config = match self.config {
             Some(c) => c,
             None => Config::builder().build()?,
         };
-        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        // The spool is opened here, on the caller's thread, so that a
+        // directory that cannot be used is an error at boot.
+        let spool = match &config.spool_dir {
+            Some(dir) => Some(
+                spool::Spool::open(spool::OsFs::default(), dir, config.spool_max_bytes).map_err(
+                    |e| {
+                        Error::with_source(
+                            ErrorKind::Spool,
+                            format!("cannot use the spool directory {}", dir.display()),
+                            e,
+                        )
+                    },
+                )?,
+            ),
+            None => None,
+        };
+        if let Some(n) = spool
+            .as_ref()
+            .map(spool::Spool::inherited_unread)
+            .filter(|n| *n > 0)
+        {
+            crate::report::eprint_line(&format!(
+                "spool {}: {n} record(s) left by an earlier process will be sent first",
+                config
+                    .spool_dir
+                    .as_deref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default()
+            ));
+        }
+        let intake = Arc::new(Intake::new(intake::Limits {
+            max_records: config.queue_capacity,
+            max_bytes: config.queue_max_bytes,
+            wake_batch: wake_batch(&config),
+        }));
         let (ctrl, ctrl_rx) = mpsc::unbounded_channel();
-        let counters = Arc::new(Counters::default());
         let reporter = Arc::new(Reporter::default());
+        let last_error = Arc::new(Mutex::new(None));
         let inner = Arc::new(Inner {
             encoder: Encoder::new(&config),
             config: config.clone(),
-            counters: counters.clone(),
-            reporter: reporter.clone(),
-            tx,
+            intake: intake.clone(),
             ctrl,
+            reporter: reporter.clone(),
+            last_error: last_error.clone(),
+            truncated: AtomicU64::new(0),
+            reentrant: AtomicU64::new(0),
             shut: AtomicBool::new(false),
-            warned_full: AtomicBool::new(false),
-            next_flush: AtomicU64::new(0),
             thread: Mutex::new(None),
         });
-        let worker = worker::Worker::new(config, rx, ctrl_rx, counters, reporter);
+        let settings = settings(&config, rand::random());
         let handle = std::thread::Builder::new()
             .name(
                 self.thread_name
@@ -277,7 +185,24 @@ impl ShipperBuilder {
             )
             .spawn(move || {
                 SUPPRESSED.with(|s| s.set(true));
-                worker.run();
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        crate::report::eprint_line(&format!(
+                            "cannot start the shipper's runtime: {e}; no record will be sent"
+                        ));
+                        intake.close();
+                        return;
+                    }
+                };
+                let transport = amqp_link::AmqpTransport::new(config);
+                let driver = driver::Driver::new(
+                    settings, intake, ctrl_rx, transport, spool, reporter, last_error,
+                );
+                rt.block_on(driver.run());
             })
             .map_err(|e| {
                 Error::with_source(ErrorKind::Spawn, "cannot spawn the shipper thread", e)
@@ -286,6 +211,45 @@ impl ShipperBuilder {
             *t = Some(handle);
         }
         Ok(Shipper { inner })
+    }
+}
+
+/// A queue this long wakes the shipper at once: a message's worth when
+/// batching, else enough records to make the wake-up worth it (a few
+/// hundred: the shipper then publishes them back to back).
+fn wake_batch(config: &Config) -> usize {
+    config.records_per_message.max(256)
+}
+
+/// The driver's settings from a configuration; `seed` picks the first
+/// broker and the jitter.
+pub(crate) fn settings(config: &Config, seed: u64) -> driver::Settings {
+    let connect_bound = config
+        .brokers
+        .iter()
+        .filter_map(crate::uri::BrokerUri::connection_timeout)
+        .max()
+        .unwrap_or(config.connect_timeout)
+        .max(config.connect_timeout)
+        .saturating_add(config.liveness_timeout);
+    driver::Settings {
+        brokers: config.brokers.len(),
+        confirm_window: config.confirm_window,
+        batching: batch::Batching {
+            records_per_message: config.records_per_message,
+            max_bytes: config.batch_max_bytes,
+            format: config.batch_format,
+        },
+        batch_linger: config.batch_linger,
+        reconnect_min: config.reconnect_min,
+        reconnect_max: config.reconnect_max,
+        connect_bound,
+        liveness_timeout: config.liveness_timeout,
+        wake_interval: config.wake_interval,
+        shutdown_timeout: config.shutdown_timeout,
+        exchange: config.exchange.clone(),
+        routing_key: config.routing_key.clone(),
+        seed,
     }
 }
 
@@ -320,10 +284,7 @@ impl Shipper {
         match self.inner.encoder.encode_record(record) {
             Some(e) => self.enqueue(e),
             None => {
-                self.inner
-                    .counters
-                    .dropped_reentrant
-                    .fetch_add(1, Ordering::Relaxed);
+                self.count_reentrant();
                 false
             }
         }
@@ -331,161 +292,113 @@ impl Shipper {
 
     /// Hands an encoded record to the shipper thread without blocking.
     pub(crate) fn enqueue(&self, e: Encoded) -> bool {
-        let inner = &*self.inner;
-        let c = &inner.counters;
-        if inner.shut.load(Ordering::Acquire) {
-            c.dropped_after_shutdown.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        if e.truncated {
-            c.truncated.fetch_add(1, Ordering::Relaxed);
-        }
-        match inner.tx.try_send(Item::Record(e)) {
-            Ok(()) => {
-                c.accepted.fetch_add(1, Ordering::Relaxed);
+        let truncated = e.truncated;
+        match self.inner.intake.push(e) {
+            Ok(_) => {
+                if truncated {
+                    self.inner.truncated.fetch_add(1, Ordering::Relaxed);
+                }
                 true
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.count_queue_full();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                c.dropped_after_shutdown.fetch_add(1, Ordering::Relaxed);
+            Err(r) => {
+                self.warn_refusal(r);
                 false
             }
         }
     }
 
     /// Whether the queue can take a record now. Checked before encoding, so
-    /// that while the queue is full (a long outage without a spool) a log
-    /// call costs a check instead of a whole encode. A record that finds the
-    /// queue full is counted as dropped here.
+    /// that while memory is full (a long outage without a spool) a log call
+    /// costs a check instead of a whole encode. A record that finds no room
+    /// is counted as refused here.
     #[inline]
     #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
     pub(crate) fn has_room(&self) -> bool {
-        let inner = &*self.inner;
-        if inner.tx.capacity() > 0 || inner.shut.load(Ordering::Relaxed) {
-            // After shutdown, `enqueue` counts the record as it should.
-            return true;
+        match self.inner.intake.has_room() {
+            Ok(()) => true,
+            Err(r) => {
+                self.warn_refusal(r);
+                false
+            }
         }
-        self.count_queue_full();
-        false
     }
 
-    fn count_queue_full(&self) {
+    fn warn_refusal(&self, r: Refusal) {
         let inner = &*self.inner;
-        inner
-            .counters
-            .dropped_queue_full
-            .fetch_add(1, Ordering::Relaxed);
-        // A load first: the flag is set once, and swapping it on every drop
-        // would bounce its cache line between the logging threads.
-        if !inner.warned_full.load(Ordering::Relaxed)
-            && !inner.warned_full.swap(true, Ordering::Relaxed)
-        {
-            inner.reporter.report(
-                "queue-full",
-                &format!(
-                    "queue full ({} records): dropping new records until the broker catches up; \
-                     the total is reported at shutdown",
-                    inner.config.queue_capacity
-                ),
-            );
+        if !inner.intake.first_refusal(r) {
+            return;
         }
+        let msg = match r {
+            Refusal::QueueFull => format!(
+                "queue full ({} records in memory): refusing new records until the broker catches up; \
+                 each one is counted (stats, and the total at shutdown)",
+                inner.config.queue_capacity
+            ),
+            Refusal::MemoryFull => format!(
+                "memory cap reached ({} bytes of records in memory): refusing new records until the broker catches up; \
+                 each one is counted (stats, and the total at shutdown)",
+                inner.config.queue_max_bytes
+            ),
+            Refusal::Closed => return,
+        };
+        inner.reporter.report("queue-full", &msg);
     }
 
     /// Counts a record dropped because it was made while encoding another.
     #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
     pub(crate) fn count_reentrant(&self) {
-        self.inner
-            .counters
-            .dropped_reentrant
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.reentrant.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters, consistent at one moment (see [`Stats`]).
     pub fn stats(&self) -> Stats {
-        let c = &self.inner.counters;
+        let inner = &*self.inner;
+        let (accepted, snap) = inner.intake.snapshot();
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Stats {
-            accepted: l(&c.accepted),
-            published: l(&c.published),
-            confirmed: l(&c.confirmed),
-            nacked: l(&c.nacked),
-            republished: l(&c.republished),
-            unroutable: l(&c.unroutable),
-            dropped_queue_full: l(&c.dropped_queue_full),
-            dropped_after_shutdown: l(&c.dropped_after_shutdown),
-            dropped_reentrant: l(&c.dropped_reentrant),
-            undelivered_at_shutdown: l(&c.undelivered_at_shutdown),
-            truncated: l(&c.truncated),
-            connects: l(&c.connects),
-            connect_failures: l(&c.connect_failures),
-            connection_losses: l(&c.connection_losses),
-            in_flight: l(&c.in_flight),
-            spooled: l(&c.spooled),
-            spool_synced: l(&c.spool_synced),
-            replayed: l(&c.replayed),
-            recovered: l(&c.recovered),
-            spool_dropped: l(&c.spool_dropped),
-            spool_corrupt: l(&c.spool_corrupt),
-            spool_bytes: l(&c.spool_bytes),
-            kept_in_spool_at_shutdown: l(&c.kept_in_spool_at_shutdown),
-            connected: c.connected.load(Ordering::Relaxed),
-            blocked: c.blocked.load(Ordering::Relaxed),
-            last_error: c.last_error.lock().ok().and_then(|e| e.clone()),
-        }
+        let refused = [
+            l(&inner.intake.refused_queue_full),
+            l(&inner.intake.refused_memory_full),
+            l(&inner.intake.refused_closed),
+            l(&inner.reentrant),
+        ];
+        let mut stats = Stats::from_parts(accepted, &snap, refused, l(&inner.truncated));
+        stats.last_error = inner.last_error.lock().ok().and_then(|e| e.clone());
+        stats
     }
 
     /// Waits until every record accepted before this call is confirmed by the
-    /// broker, or `timeout` passes. Blocks the calling thread (never the
-    /// shipper), so it is safe inside any async runtime, though it does hold
-    /// that runtime's thread while it waits.
+    /// broker (or given up, with its cause in [`Stats`]), or `timeout` passes.
+    /// Blocks the calling thread (never the shipper), so it is safe inside any
+    /// async runtime, though it does hold that runtime's thread while it waits.
     pub fn flush(&self, timeout: Duration) -> Result<(), ShutdownError> {
         let inner = &*self.inner;
         if inner.shut.load(Ordering::Acquire) {
             return Err(ShutdownError::AlreadyShutdown);
         }
-        let deadline = Instant::now() + timeout;
-        let id = inner.next_flush.fetch_add(1, Ordering::Relaxed);
+        let upto = inner.intake.accepted();
         let (reply, wait) = std::sync::mpsc::sync_channel(1);
-        if inner
+        inner
             .ctrl
             .send(Control::Flush {
-                id,
-                deadline,
+                upto,
+                timeout,
                 reply,
             })
-            .is_err()
-        {
-            return Err(ShutdownError::AlreadyShutdown);
-        }
-        // The marker goes through the data queue so that it follows every
-        // record accepted before it. A full queue is retried until the deadline.
-        let mut marker = Item::Marker(id);
-        loop {
-            match inner.tx.try_send(marker) {
-                Ok(()) => break,
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    return Err(ShutdownError::AlreadyShutdown)
-                }
-                Err(mpsc::error::TrySendError::Full(m)) => {
-                    if Instant::now() >= deadline {
-                        return Err(ShutdownError::Timeout);
-                    }
-                    marker = m;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+            .map_err(|_| ShutdownError::AlreadyShutdown)?;
+        match wait.recv_timeout(timeout) {
+            Ok(answer) => answer,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(ShutdownError::Timeout),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err(ShutdownError::AlreadyShutdown)
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        wait.recv_timeout(left).map_err(|_| ShutdownError::Timeout)
     }
 
     /// Delivers what it can within `timeout`, then stops the shipper thread.
     /// Records logged afterwards are counted as `dropped_after_shutdown`.
-    /// Accepted records still unconfirmed at the deadline are counted as
-    /// `undelivered_at_shutdown` and reported on stderr.
+    /// Accepted records still unconfirmed at the deadline are written to the
+    /// spool when there is one (`kept_in_spool_at_shutdown`), else counted as
+    /// `undelivered_at_shutdown`; both are reported on stderr.
     ///
     /// Idempotent: a second call returns [`ShutdownError::AlreadyShutdown`].
     pub fn shutdown(&self, timeout: Duration) -> Result<(), ShutdownError> {
@@ -493,20 +406,20 @@ impl Shipper {
         if inner.shut.swap(true, Ordering::AcqRel) {
             return Err(ShutdownError::AlreadyShutdown);
         }
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
         let (reply, wait) = std::sync::mpsc::sync_channel(1);
         let sent = inner
             .ctrl
-            .send(Control::Shutdown { deadline, reply })
+            .send(Control::Shutdown { timeout, reply })
             .is_ok();
-        // The worker answers at the deadline at the latest; the grace covers
-        // closing the connection.
-        let undelivered = if sent {
-            wait.recv_timeout(timeout + Duration::from_secs(2)).ok()
-        } else {
-            None
-        };
-        if undelivered.is_some() {
+        inner.intake.close();
+        // The driver answers at the deadline at the latest; the grace covers
+        // writing what is left to the spool and closing the connection.
+        let answered = sent
+            && wait
+                .recv_timeout(timeout.saturating_add(SHUTDOWN_GRACE))
+                .is_ok();
+        if answered {
             let handle = inner.thread.lock().ok().and_then(|mut t| t.take());
             if let Some(h) = handle {
                 if h.join().is_err() {
@@ -538,9 +451,20 @@ impl Shipper {
                 stats.lost()
             ));
         }
-        match undelivered {
-            Some(0) if stats.kept_in_spool_at_shutdown == 0 => Ok(()),
-            _ => Err(ShutdownError::Timeout),
+        if !answered {
+            crate::report::eprint_line(&format!(
+                "shutdown: the shipper thread did not finish within {:?}",
+                started.elapsed()
+            ));
+        }
+        if answered
+            && stats.pending() == 0
+            && stats.kept_in_spool_at_shutdown == 0
+            && stats.undelivered_at_shutdown == 0
+        {
+            Ok(())
+        } else {
+            Err(ShutdownError::Timeout)
         }
     }
 
