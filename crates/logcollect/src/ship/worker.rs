@@ -17,7 +17,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, Event, ExchangeKind};
 use tokio::sync::mpsc;
 
-use super::spool::{SegId, Spool};
+use super::spool::{OsFs, SegId, Spool, SpoolError};
 use super::{Control, Counters, Item};
 use crate::config::Config;
 use crate::encode::Encoded;
@@ -45,6 +45,90 @@ impl Pending {
             origin: None,
             inherited: false,
         }
+    }
+}
+
+/// The v1 loop's view of the spool (issue 11: the new driver replaces both
+/// the loop and this adapter): it numbers the records it appends and turns
+/// the spool's counts and losses into the shared counters.
+struct DiskSpool {
+    spool: Spool<OsFs>,
+    next_seq: u64,
+    counters: Arc<Counters>,
+}
+
+impl DiskSpool {
+    fn open(
+        dir: &std::path::Path,
+        max_bytes: u64,
+        counters: Arc<Counters>,
+    ) -> Result<Self, SpoolError> {
+        let mut spool = DiskSpool {
+            spool: Spool::open(OsFs, dir, max_bytes)?,
+            next_seq: 0,
+            counters,
+        };
+        spool.publish();
+        Ok(spool)
+    }
+
+    /// Records waiting to be read (at open: all an earlier process's).
+    fn unread(&self) -> u64 {
+        self.spool.own_unread() + self.spool.inherited_unread()
+    }
+
+    fn has_unread(&self) -> bool {
+        self.unread() > 0
+    }
+
+    fn append(&mut self, rec: &Encoded) -> Result<(), SpoolError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let result = self.spool.append(seq, rec);
+        if result.is_ok() {
+            self.counters.spooled.fetch_add(1, Ordering::Relaxed);
+        }
+        self.publish();
+        result
+    }
+
+    fn sync(&mut self, reporter: &Reporter) {
+        match self.spool.sync() {
+            Ok(()) => self
+                .counters
+                .spool_synced
+                .store(self.spool.synced_own(), Ordering::Relaxed),
+            Err(e) => {
+                let msg = e.to_string();
+                self.counters.set_error(&msg);
+                reporter.report("spool-sync", &msg);
+            }
+        }
+        self.publish();
+    }
+
+    fn next(&mut self) -> Option<(SegId, Encoded)> {
+        let next = self.spool.next();
+        self.publish();
+        next.map(|s| (s.seg, s.rec))
+    }
+
+    fn ack(&mut self, seg: SegId) {
+        self.spool.ack(seg);
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        let c = &self.counters;
+        c.spool_bytes.store(self.spool.bytes(), Ordering::Relaxed);
+        let lost = self.spool.take_losses();
+        if lost.is_empty() {
+            return;
+        }
+        let dropped = lost.cap_own.len() as u64 + lost.cap_inherited;
+        let corrupt = lost.corrupt_own.len() as u64 + lost.corrupt_inherited + lost.torn_inherited;
+        c.spool_dropped.fetch_add(dropped, Ordering::Relaxed);
+        c.spool_corrupt.fetch_add(corrupt, Ordering::Relaxed);
     }
 }
 
@@ -89,7 +173,7 @@ pub(crate) struct Worker {
     early_markers: Vec<(u64, u64)>,
     shutdown: Option<(Instant, Option<std::sync::mpsc::SyncSender<u64>>)>,
     broker_idx: usize,
-    spool: Option<Spool>,
+    spool: Option<DiskSpool>,
     /// Positions in the spool: records ever written to it (those an earlier
     /// process left included) and records read back.
     spool_written: u64,
@@ -154,7 +238,7 @@ impl Worker {
         let Some(dir) = self.cfg.spool_dir.clone() else {
             return;
         };
-        match Spool::open(&dir, self.cfg.spool_max_bytes, self.counters.clone()) {
+        match DiskSpool::open(&dir, self.cfg.spool_max_bytes, self.counters.clone()) {
             Ok(spool) => {
                 let inherited = spool.unread();
                 if inherited > 0 {
@@ -179,7 +263,7 @@ impl Worker {
     }
 
     fn spool_has_unread(&self) -> bool {
-        self.spool.as_ref().is_some_and(Spool::has_unread)
+        self.spool.as_ref().is_some_and(DiskSpool::has_unread)
     }
 
     /// Whether new records should go to the spool now: it already holds
@@ -216,19 +300,15 @@ impl Worker {
 
     fn sync_spool(&mut self) {
         if let Some(spool) = self.spool.as_mut() {
-            spool.sync();
+            spool.sync(&self.reporter);
             self.last_sync = Instant::now();
-            self.counters.spool_synced.store(
-                self.counters.spooled.load(Ordering::Relaxed),
-                Ordering::Relaxed,
-            );
         }
     }
 
     /// The next spooled record as a pending publish, or `None` when the
     /// reader caught up (then every deferred flush marker is resolved).
     fn next_from_spool(&mut self) -> Option<(u64, Pending)> {
-        let next = self.spool.as_mut().and_then(Spool::next);
+        let next = self.spool.as_mut().and_then(DiskSpool::next);
         let Some((seg, rec)) = next else {
             self.own_unread = 0;
             self.resolve_deferred(true);
