@@ -303,6 +303,7 @@ impl<F: SpoolFs> Spool<F> {
     /// Deletes the oldest segment to stay under the cap; its unread records
     /// are lost (those handed out are not: the caller holds them).
     fn drop_oldest(&mut self) -> Result<(), SpoolError> {
+        self.count(0);
         let seg = self.segs.front().expect("a segment to drop");
         match self.fs.remove(&seg.path) {
             Ok(()) => {}
@@ -361,8 +362,8 @@ impl<F: SpoolFs> Spool<F> {
     /// file, then the directory's. On error nothing new counts as synced.
     pub(crate) fn sync(&mut self) -> Result<(), SpoolError> {
         let mut failure: Option<SpoolError> = None;
-        let last = self.segs.len().wrapping_sub(1);
-        for (i, seg) in self.segs.iter_mut().enumerate() {
+        let writer = self.writer().map(|w| w.id);
+        for seg in self.segs.iter_mut() {
             if !seg.dirty {
                 continue;
             }
@@ -375,7 +376,7 @@ impl<F: SpoolFs> Spool<F> {
             seg.dirty = false;
             if let Err(e) = result {
                 seg.suspect = true;
-                if i == last {
+                if Some(seg.id) == writer {
                     self.writing = false;
                 }
                 failure.get_or_insert_with(|| {
@@ -391,13 +392,13 @@ impl<F: SpoolFs> Spool<F> {
                     self.segs.iter_mut().for_each(|s| s.entry_new = false);
                 }
                 Err(e) => {
-                    // New segments may vanish in a crash: never claim them.
-                    for (i, seg) in self.segs.iter_mut().enumerate() {
-                        if seg.entry_new {
-                            seg.suspect = true;
-                            if i == last {
-                                self.writing = false;
-                            }
+                    // New segments may vanish in a crash: never claim them,
+                    // never write to them again.
+                    let writer = self.writer().map(|w| w.id);
+                    for seg in self.segs.iter_mut().filter(|s| s.entry_new) {
+                        seg.suspect = true;
+                        if Some(seg.id) == writer {
+                            self.writing = false;
                         }
                     }
                     failure.get_or_insert_with(|| {
@@ -530,8 +531,39 @@ impl<F: SpoolFs> Spool<F> {
         }))
     }
 
+    /// Counts the records of an earlier process's segment `i` if that is
+    /// not done yet (its index says how many lie before the last good one).
+    fn count(&mut self, i: usize) {
+        let seg = &mut self.segs[i];
+        if seg.counted {
+            return;
+        }
+        if seg.file.is_none() {
+            match self.fs.open_read(&seg.path) {
+                Ok(file) => seg.file = Some(file),
+                Err(_) => return,
+            }
+        }
+        let counted = Cursor {
+            window: &mut self.window,
+            seg: seg.id,
+            file: seg.file.as_mut().expect("opened above"),
+            version: seg.version,
+            limit: seg.good_len,
+        }
+        .count_records(MAGIC_LEN);
+        if let Ok(n) = counted {
+            seg.counted = true;
+            if n > seg.records {
+                self.tally.inherited_unread += n - seg.records;
+                seg.records = n;
+            }
+        }
+    }
+
     /// Segment `i` cannot be read: its unread records are lost.
     fn give_up(&mut self, i: usize) {
+        self.count(i);
         let seg = &mut self.segs[i];
         let unread = seg.unread();
         self.tally
@@ -550,6 +582,7 @@ impl<F: SpoolFs> Spool<F> {
 
     /// The reader is past the end of segment `i` (not being written).
     fn finish_segment(&mut self, i: usize) {
+        self.count(i);
         let seg = &mut self.segs[i];
         let all_seen = seg.unread() == 0;
         self.tally
@@ -602,7 +635,7 @@ impl<F: SpoolFs> Spool<F> {
     fn collect(&mut self, i: usize) -> bool {
         let seg = &self.segs[i];
         let read_through = if self.is_writer(i) {
-            seg.records > 0 && seg.unread() == 0 && seg.read_pos >= seg.good_len
+            seg.unread() == 0 && seg.read_pos >= seg.good_len
         } else {
             seg.read_done
         };
@@ -654,5 +687,9 @@ impl<F: SpoolFs> Spool<F> {
     }
 }
 
+#[cfg(all(test, unix))]
+mod os_tests;
+#[cfg(test)]
+mod prop_tests;
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::format::{Version, MAGIC_LEN, MAGIC_V1, MAGIC_V2};
 use super::fs::{Kind, Meta, SpoolFile, SpoolFs};
-use super::reader::{Cursor, Window};
+use super::reader::Window;
 use super::segment::Segment;
 use super::{segment_bytes, segment_path, SegId, Spool, SpoolError, SpoolErrorKind, Tally};
 
@@ -90,11 +90,13 @@ impl<F: SpoolFs> Spool<F> {
     fn inherit(&mut self, id: SegId, len: u64) {
         let path = segment_path(&self.dir, id);
         let Ok(mut file) = self.fs.open_read(&path) else {
-            return self.keep(Segment::inherited(id, path, Version::V2, len, 0));
+            return self.keep(Segment::inherited(id, path, Version::V2, len));
         };
         let mut magic = [0u8; MAGIC_LEN as usize];
-        let Ok(got) = read_full(&mut file, &mut magic) else {
-            return self.keep(Segment::inherited(id, path, Version::V2, len, 0));
+        // Once more if reading failed: a passing error costs no count.
+        let got = read_full(&mut file, &mut magic).or_else(|_| read_full(&mut file, &mut magic));
+        let Ok(got) = got else {
+            return self.keep(Segment::inherited(id, path, Version::V2, len));
         };
         let known = Version::from_magic(&magic[..got]);
         let empty = MAGIC_V2.starts_with(&magic[..got]) || MAGIC_V1.starts_with(&magic[..got]);
@@ -103,7 +105,8 @@ impl<F: SpoolFs> Spool<F> {
             self.dir_dirty = true;
             if self.fs.remove(&path).is_err() {
                 // Kept with nothing to read; deleted when the reader passes.
-                let mut seg = Segment::inherited(id, path, Version::V2, len, 0);
+                let mut seg = Segment::inherited(id, path, Version::V2, len);
+                seg.counted = true;
                 seg.read_pos = len;
                 seg.last_good_end = len;
                 self.keep(seg);
@@ -112,20 +115,14 @@ impl<F: SpoolFs> Spool<F> {
         }
         // A damaged magic loses nothing: read it as version 2, whose
         // records find themselves by their marker and index.
-        let version = known.unwrap_or(Version::V2);
-        let records = Cursor {
-            window: &mut self.window,
-            seg: id,
-            file: &mut file,
-            version,
-            limit: len,
-        }
-        .count_records(MAGIC_LEN)
-        // Unreadable now: the reader tries again and counts the loss.
-        .unwrap_or(0);
+        let mut seg = Segment::inherited(id, path, known.unwrap_or(Version::V2), len);
+        seg.file = Some(file);
+        self.keep(seg);
+        let i = self.segs.len() - 1;
+        self.count(i);
+        self.count(i);
+        self.segs[i].file = None;
         self.window.forget(id);
-        self.tally.inherited_unread += records;
-        self.keep(Segment::inherited(id, path, version, len, records));
     }
 
     fn keep(&mut self, seg: Segment<F::File>) {

@@ -79,6 +79,9 @@ pub(super) struct Segment<H> {
     /// Records the segment holds: appended (own), or the last good index
     /// plus one (an earlier process's).
     pub(super) records: u64,
+    /// `records` is known: false while the segment of an earlier process
+    /// could not be read to count them (then only records read count).
+    pub(super) counted: bool,
     pub(super) passed: u64,
     /// Where the reader goes on.
     pub(super) read_pos: u64,
@@ -111,6 +114,7 @@ impl<H> Segment<H> {
             disk_len: MAGIC_LEN,
             good_len: MAGIC_LEN,
             records: 0,
+            counted: true,
             passed: 0,
             read_pos: MAGIC_LEN,
             last_good_end: MAGIC_LEN,
@@ -124,14 +128,9 @@ impl<H> Segment<H> {
         }
     }
 
-    /// A segment an earlier process left, `len` bytes holding `records`.
-    pub(super) fn inherited(
-        id: SegId,
-        path: PathBuf,
-        version: Version,
-        len: u64,
-        records: u64,
-    ) -> Self {
+    /// A segment an earlier process left, `len` bytes, its records not
+    /// counted yet.
+    pub(super) fn inherited(id: SegId, path: PathBuf, version: Version, len: u64) -> Self {
         Segment {
             id,
             path,
@@ -140,7 +139,8 @@ impl<H> Segment<H> {
             own: None,
             disk_len: len,
             good_len: len,
-            records,
+            records: 0,
+            counted: false,
             passed: 0,
             read_pos: MAGIC_LEN,
             last_good_end: MAGIC_LEN,

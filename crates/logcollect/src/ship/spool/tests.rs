@@ -736,3 +736,68 @@ fn a_spool_directory_linked_to_anothers_directory_is_refused_and_to_ours_is_fine
     fill(&mut s, 0..1);
     assert_eq!(nums(&drain(&mut s)), [0]);
 }
+
+// Found by the property test: each failed before its fix.
+
+#[test]
+fn records_an_earlier_process_left_are_counted_even_if_reading_failed_at_open() {
+    let fs = MemFs::new();
+    {
+        let mut s = open(&fs, BIG);
+        fill(&mut s, 0..13);
+        s.sync().unwrap();
+    }
+    // Reading the magic fails twice at open, then the reader's first read.
+    for _ in 0..3 {
+        fs.inject(Fault::ReadError);
+    }
+    let mut s = open(&fs, BIG);
+    assert!(s.next().is_none());
+    assert_eq!(s.take_losses().corrupt_inherited, 13, "each record counted");
+    assert_eq!(s.inherited_unread(), 0);
+}
+
+#[test]
+fn a_failed_directory_fsync_seals_the_segment_being_written_even_after_a_deletion() {
+    let fs = MemFs::new();
+    {
+        let mut s = open(&fs, BIG);
+        fill(&mut s, 0..2);
+        s.sync().unwrap();
+    }
+    let mut s = open(&fs, BIG);
+    let got = drain(&mut s);
+    // The old segment's deletion fails: it goes at the next sync, which
+    // moves the segment being written to another place in the list.
+    fs.inject(Fault::RemoveError);
+    for g in &got {
+        s.ack(g.seg);
+    }
+    fill(&mut s, 2..3);
+    fs.inject(Fault::DirSyncError);
+    s.sync().unwrap_err();
+    fill(&mut s, 3..4);
+    assert_eq!(
+        segments(&fs).len(),
+        2,
+        "the record after the failure is in a new segment"
+    );
+    s.sync().unwrap();
+    assert_eq!(s.synced_own(), 1);
+}
+
+#[test]
+fn an_empty_segment_left_by_a_failed_first_write_goes_when_the_reader_catches_up() {
+    let fs = MemFs::new();
+    let mut s = open(&fs, BIG);
+    // Room for the segment's magic, not for the record.
+    fs.set_capacity(Some(MAGIC_LEN));
+    s.append(0, &rec(0)).unwrap_err();
+    assert_eq!(
+        segments(&fs),
+        [(dir().join("seg-00000000000000000001.lcs"), 8)]
+    );
+    assert!(s.next().is_none());
+    assert!(segments(&fs).is_empty());
+    assert_eq!(s.bytes(), 0);
+}
