@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::Path;
 
-use super::format::{Version, MAGIC_LEN, MAGIC_V1, MAGIC_V2};
+use super::format::{Version, MAGIC_LEN};
 use super::fs::{Kind, Meta, SpoolFile, SpoolFs};
 use super::reader::Window;
 use super::segment::Segment;
@@ -98,27 +98,16 @@ impl<F: SpoolFs> Spool<F> {
         let Ok(got) = got else {
             return self.keep(Segment::inherited(id, path, Version::V2, len));
         };
-        let known = Version::from_magic(&magic[..got]);
-        let empty = MAGIC_V2.starts_with(&magic[..got]) || MAGIC_V1.starts_with(&magic[..got]);
-        if known.is_none() && empty {
-            // Its writer stopped before anything of it was durable.
-            self.dir_dirty = true;
-            if self.fs.remove(&path).is_err() {
-                // Kept with nothing to read; deleted when the reader passes.
-                let mut seg = Segment::inherited(id, path, Version::V2, len);
-                seg.counted = true;
-                seg.read_pos = len;
-                seg.last_good_end = len;
-                self.keep(seg);
-            }
-            return;
-        }
-        // A damaged magic loses nothing: read it as version 2, whose
-        // records find themselves by their marker and index.
-        let mut seg = Segment::inherited(id, path, known.unwrap_or(Version::V2), len);
+        // A damaged magic loses nothing: read it as version 2, whose records
+        // find themselves by their marker and index. A file too short for a
+        // record (its writer stopped before anything of it was durable)
+        // holds none, and goes once the reader passes it.
+        let version = Version::from_magic(&magic[..got]).unwrap_or(Version::V2);
+        let mut seg = Segment::inherited(id, path, version, len);
         seg.file = Some(file);
         self.keep(seg);
         let i = self.segs.len() - 1;
+        // Once more if reading failed: a passing error costs no count.
         self.count(i);
         self.count(i);
         self.segs[i].file = None;

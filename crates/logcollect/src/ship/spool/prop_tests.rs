@@ -110,7 +110,7 @@ impl Model {
             id: uuid::Uuid::from_u128(self.next_id),
             routing_key: format!("logstash.r{}", self.next_id % 7),
             body: format!("{{\"n\":{},\"b\":\"{}\"}}", self.next_id, "y".repeat(body)).into_bytes(),
-            truncated: self.next_id % 5 == 0,
+            truncated: self.next_id.is_multiple_of(5),
         };
         self.offered.insert(rec.id, rec.clone());
         rec

@@ -22,7 +22,7 @@ fn rec_sized(i: u64, pad: usize) -> Encoded {
         id: uuid::Uuid::from_u128(u128::from(i) + 1),
         routing_key: format!("logstash.t{i}"),
         body: format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(pad)).into_bytes(),
-        truncated: i % 3 == 0,
+        truncated: i.is_multiple_of(3),
     }
 }
 
