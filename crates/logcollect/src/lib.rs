@@ -33,6 +33,7 @@
 //! |---|---|---|
 //! | `log` | yes | [`LogcollectLogger`], a `log::Log` |
 //! | `tracing` | yes | [`LogcollectLayer`], a `tracing_subscriber::Layer` |
+//! | `testing` | no | test doubles (an in-memory, fault-injecting file system for the spool); not for production |
 //!
 //! MSRV: Rust 1.89 (for `File::try_lock`, which guards the spool directory).
 //!

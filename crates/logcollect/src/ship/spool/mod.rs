@@ -380,7 +380,14 @@ impl<F: SpoolFs> Spool<F> {
                     self.writing = false;
                 }
                 failure.get_or_insert_with(|| {
-                    SpoolError::io(format!("cannot fsync {}", seg.path.display()), e)
+                    SpoolError::io(
+                        format!(
+                            "cannot fsync {} (what was written to it since is not known to be \
+                             on disk; new records go to a new segment)",
+                            seg.path.display()
+                        ),
+                        e,
+                    )
                 });
             }
         }

@@ -167,9 +167,9 @@ fn prepare_dir<F: SpoolFs>(fs: &F, dir: &Path, uid: u32) -> Result<(), SpoolErro
         return Err(SpoolError::refused(
             dir,
             format_args!(
-                "the directory belongs to uid {}, not to this process's user (uid {uid}), who \
-                 could not keep others from reading or planting records there; use a directory \
-                 of this user's (e.g. `chown {uid} {}`)",
+                "the directory belongs to uid {}, not to this process's user (uid {uid}); its \
+                 owner could read the logs in it or plant records. Use a directory of uid {uid} \
+                 (e.g. `chown {uid} {}`) or another spool_dir",
                 meta.uid,
                 dir.display()
             ),
