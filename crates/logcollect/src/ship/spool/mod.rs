@@ -33,6 +33,7 @@
 //! A crash may replay a record whose segment was deleted but whose deletion
 //! was not synced yet (at-least-once, same record id).
 
+mod cursor;
 mod error;
 mod format;
 mod fs;
@@ -40,20 +41,19 @@ mod fs;
 #[cfg_attr(not(test), allow(dead_code, unreachable_pub))]
 mod memfs;
 mod open;
-mod reader;
+mod read;
 mod segment;
+mod write;
 
 use std::collections::VecDeque;
-use std::io;
 use std::path::{Path, PathBuf};
 
+use cursor::Window;
 pub(crate) use error::{SpoolError, SpoolErrorKind};
-use format::{MAGIC_LEN, MAGIC_V2};
 pub(crate) use fs::{OsFs, SpoolFile, SpoolFs};
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use memfs::{Fault, MemFs};
-use reader::{Cursor, Step, Window};
 use segment::Segment;
 
 use crate::encode::Encoded;
@@ -189,85 +189,6 @@ fn segment_path(dir: &Path, id: SegId) -> PathBuf {
 }
 
 impl<F: SpoolFs> Spool<F> {
-    /// Appends one record in one write, without fsync. On error nothing of
-    /// it can be read back and earlier records are intact; the caller keeps
-    /// the record.
-    pub(crate) fn append(&mut self, seq: u64, rec: &Encoded) -> Result<(), SpoolError> {
-        let len = match format::encoded_len(rec) {
-            Some(len) if len + MAGIC_LEN <= self.max_bytes => len,
-            _ => {
-                return Err(SpoolError::new(
-                    SpoolErrorKind::TooLarge,
-                    format!(
-                        "a record of {} bytes does not fit in the spool's byte cap of {} bytes: \
-                         it is not written to disk; raise spool_max_bytes or lower max_record_bytes",
-                        rec.body.len(),
-                        self.max_bytes
-                    ),
-                ))
-            }
-        };
-        self.make_room(len)?;
-        if self.needs_new_segment(len) {
-            self.start_segment()?;
-        }
-        let seg = self.segs.back_mut().expect("a segment takes appends");
-        let file = seg
-            .file
-            .as_mut()
-            .expect("the segment being written is open");
-        format::encode(&mut self.scratch, seg.records as u32, seq, rec);
-        match file.write_all(&self.scratch) {
-            Ok(()) => {
-                seg.good_len += len;
-                seg.disk_len += len;
-                seg.records += 1;
-                seg.own
-                    .as_mut()
-                    .expect("written segments are own")
-                    .push(seq);
-                seg.dirty = true;
-                seg.unsynced += 1;
-                self.bytes += len;
-                self.tally.own_unread += 1;
-                Ok(())
-            }
-            Err(e) => Err(self.undo_write(len, e)),
-        }
-    }
-
-    /// A write failed after writing who knows how much: cut the segment
-    /// back to its last good length, or, when even that fails, seal it.
-    fn undo_write(&mut self, len: u64, e: io::Error) -> SpoolError {
-        let seg = self.segs.back_mut().expect("a segment takes appends");
-        let file = seg
-            .file
-            .as_mut()
-            .expect("the segment being written is open");
-        seg.dirty = true;
-        let what = format!("cannot write to spool segment {}", seg.path.display());
-        if file.set_len(seg.good_len).is_err() {
-            // Never append after bytes of unknown state: the reader stops
-            // at `good_len`, and a new segment takes the next record.
-            let on_disk = file.len().unwrap_or(seg.good_len + len);
-            self.bytes = self.bytes - seg.disk_len + on_disk;
-            seg.disk_len = on_disk;
-            self.writing = false;
-        }
-        SpoolError::io(what, e)
-    }
-
-    /// Whether the next record of `len` bytes needs a new segment.
-    fn needs_new_segment(&self, len: u64) -> bool {
-        match self.writer() {
-            None => true,
-            Some(w) => {
-                w.records > 0
-                    && (w.good_len + len > self.segment_bytes || w.records >= u64::from(u32::MAX))
-            }
-        }
-    }
-
     fn writer(&self) -> Option<&Segment<F::File>> {
         if self.writing {
             self.segs.back()
@@ -280,164 +201,11 @@ impl<F: SpoolFs> Spool<F> {
         self.writing && i + 1 == self.segs.len()
     }
 
-    /// Drops the oldest segments until a record of `len` bytes fits under
-    /// the cap.
-    fn make_room(&mut self, len: u64) -> Result<(), SpoolError> {
-        loop {
-            let magic = if self.needs_new_segment(len) {
-                MAGIC_LEN
-            } else {
-                0
-            };
-            if self.bytes + len + magic <= self.max_bytes || self.segs.is_empty() {
-                return Ok(());
-            }
-            if self.segs.len() == 1 {
-                // The segment being written is also the oldest.
-                self.writing = false;
-            }
-            self.drop_oldest()?;
-        }
-    }
-
-    /// Deletes the oldest segment to stay under the cap; its unread records
-    /// are lost (those handed out are not: the caller holds them).
-    fn drop_oldest(&mut self) -> Result<(), SpoolError> {
-        self.count(0);
-        let seg = self.segs.front().expect("a segment to drop");
-        match self.fs.remove(&seg.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(SpoolError::io(
-                    format!(
-                        "cannot delete the oldest spool segment {} to stay under spool_max_bytes",
-                        seg.path.display()
-                    ),
-                    e,
-                ))
-            }
-        }
-        let seg = self.segs.pop_front().expect("a segment to drop");
-        self.tally.lose(&seg, seg.passed, seg.records, Cause::Cap);
-        self.forget(&seg);
-        Ok(())
-    }
-
     /// Accounts for a segment file that is gone.
     fn forget(&mut self, seg: &Segment<F::File>) {
         self.bytes -= seg.disk_len;
         self.dir_dirty = true;
         self.window.forget(seg.id);
-    }
-
-    fn start_segment(&mut self) -> Result<(), SpoolError> {
-        self.writing = false;
-        let id = self.next_id;
-        self.next_id += 1;
-        let path = segment_path(&self.dir, id);
-        let mut file = self.fs.create_new(&path).map_err(|e| {
-            SpoolError::io(format!("cannot create spool segment {}", path.display()), e)
-        })?;
-        self.dir_dirty = true;
-        if let Err(e) = file.write_all(&MAGIC_V2) {
-            let error = SpoolError::io(format!("cannot write to {}", path.display()), e);
-            if self.fs.remove(&path).is_err() {
-                // Left as an empty segment, deleted when the reader passes.
-                let on_disk = file.len().unwrap_or(MAGIC_LEN);
-                let mut seg = Segment::own(id, path, file);
-                seg.disk_len = on_disk;
-                self.bytes += on_disk;
-                self.segs.push_back(seg);
-            }
-            return Err(error);
-        }
-        self.segs.push_back(Segment::own(id, path, file));
-        self.bytes += MAGIC_LEN;
-        self.writing = true;
-        Ok(())
-    }
-
-    /// Makes everything appended so far durable: one fsync per written
-    /// file, then the directory's. On error nothing new counts as synced.
-    pub(crate) fn sync(&mut self) -> Result<(), SpoolError> {
-        let mut failure: Option<SpoolError> = None;
-        let writer = self.writer().map(|w| w.id);
-        for seg in self.segs.iter_mut() {
-            if !seg.dirty {
-                continue;
-            }
-            let Some(file) = seg.file.as_mut() else {
-                continue;
-            };
-            let result = file.sync_data();
-            // Never fsync this file again after a failure: the kernel may
-            // have dropped the pages and would call the next fsync a success.
-            seg.dirty = false;
-            if let Err(e) = result {
-                seg.suspect = true;
-                if Some(seg.id) == writer {
-                    self.writing = false;
-                }
-                failure.get_or_insert_with(|| {
-                    SpoolError::io(
-                        format!(
-                            "cannot fsync {} (what was written to it since is not known to be \
-                             on disk; new records go to a new segment)",
-                            seg.path.display()
-                        ),
-                        e,
-                    )
-                });
-            }
-        }
-        self.collect_all();
-        if self.dir_dirty {
-            match self.fs.sync_dir(&self.dir) {
-                Ok(()) => {
-                    self.dir_dirty = false;
-                    self.segs.iter_mut().for_each(|s| s.entry_new = false);
-                }
-                Err(e) => {
-                    // New segments may vanish in a crash: never claim them,
-                    // never write to them again.
-                    let writer = self.writer().map(|w| w.id);
-                    for seg in self.segs.iter_mut().filter(|s| s.entry_new) {
-                        seg.suspect = true;
-                        if Some(seg.id) == writer {
-                            self.writing = false;
-                        }
-                    }
-                    failure.get_or_insert_with(|| {
-                        SpoolError::io(
-                            format!("cannot fsync the spool directory {}", self.dir.display()),
-                            e,
-                        )
-                    });
-                }
-            }
-        }
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        for seg in self.segs.iter_mut().filter(|s| !s.suspect) {
-            self.tally.synced_own += seg.unsynced;
-            seg.unsynced = 0;
-        }
-        self.close_idle_files();
-        Ok(())
-    }
-
-    /// Closes the files of segments nobody writes, reads or fsyncs now, so
-    /// a large spool does not hold a descriptor per segment.
-    fn close_idle_files(&mut self) {
-        let reading = self.segs.iter().position(|s| !s.read_done);
-        let writer = self.writing.then(|| self.segs.len() - 1);
-        for (i, seg) in self.segs.iter_mut().enumerate() {
-            if !seg.dirty && Some(i) != reading && Some(i) != writer {
-                seg.file = None;
-            }
-        }
     }
 
     /// This process's records made durable by a successful [`sync`](Self::sync),
@@ -456,221 +224,6 @@ impl<F: SpoolFs> Spool<F> {
             .filter(|s| s.own.is_some())
             .map(|s| s.unread().min(s.unsynced))
             .sum()
-    }
-
-    /// The oldest unread record (an earlier process's first), or `None` when
-    /// everything has been read. Damaged records are skipped and counted.
-    pub(crate) fn next(&mut self) -> Option<Spooled> {
-        loop {
-            let i = self.segs.iter().position(|s| !s.read_done)?;
-            let seg = &self.segs[i];
-            if seg.read_pos >= seg.good_len {
-                if self.is_writer(i) {
-                    // Caught up with the writer: damaged records before its
-                    // end are lost now; it goes once all is confirmed.
-                    let seg = &mut self.segs[i];
-                    self.tally
-                        .lose(seg, seg.passed, seg.records, Cause::Corrupt);
-                    seg.passed = seg.records;
-                    self.collect(i);
-                    return None;
-                }
-                self.finish_segment(i);
-                continue;
-            }
-            match self.read_one(i) {
-                Ok(Some(spooled)) => return Some(spooled),
-                Ok(None) => {}
-                Err(_) => self.give_up(i),
-            }
-        }
-    }
-
-    /// Reads at segment `i`'s position: a record, or `None` after skipping
-    /// damage (the position moved on).
-    fn read_one(&mut self, i: usize) -> io::Result<Option<Spooled>> {
-        let seg = &mut self.segs[i];
-        if seg.file.is_none() {
-            seg.file = Some(self.fs.open_read(&seg.path)?);
-        }
-        let mut cursor = Cursor {
-            window: &mut self.window,
-            seg: seg.id,
-            file: seg.file.as_mut().expect("opened above"),
-            version: seg.version,
-            limit: seg.good_len,
-        };
-        let pos = seg.read_pos;
-        let (decoded, end) = match cursor.read(pos)? {
-            Step::Record { decoded, end } => (decoded, end),
-            Step::Damaged => {
-                seg.read_pos = cursor.resync(pos + 1)?.unwrap_or(seg.good_len);
-                return Ok(None);
-            }
-        };
-        seg.read_pos = end;
-        let index = decoded.index.map_or(seg.passed, u64::from);
-        if index < seg.passed || (seg.own.is_some() && index >= seg.records) {
-            // Not a record of this segment's sequence (older bytes found by
-            // resynchronising): passed over.
-            return Ok(None);
-        }
-        if index >= seg.records {
-            // An earlier process's record the count missed (it was damaged
-            // when the spool opened, and is whole again).
-            self.tally.inherited_unread += index + 1 - seg.records;
-            seg.records = index + 1;
-        }
-        self.tally.lose(seg, seg.passed, index, Cause::Corrupt);
-        self.tally.unread_gone(seg, 1);
-        seg.passed = index + 1;
-        seg.returned += 1;
-        seg.last_good_end = end;
-        let seq = seg.own.as_ref().and_then(|seqs| seqs.get(index));
-        debug_assert!(
-            seq.is_none() || seq == decoded.seq,
-            "seq on disk and in memory"
-        );
-        Ok(Some(Spooled {
-            seg: seg.id,
-            seq,
-            rec: decoded.rec,
-        }))
-    }
-
-    /// Counts the records of an earlier process's segment `i` if that is
-    /// not done yet (its index says how many lie before the last good one).
-    fn count(&mut self, i: usize) {
-        let seg = &mut self.segs[i];
-        if seg.counted {
-            return;
-        }
-        if seg.file.is_none() {
-            match self.fs.open_read(&seg.path) {
-                Ok(file) => seg.file = Some(file),
-                Err(_) => return,
-            }
-        }
-        let counted = Cursor {
-            window: &mut self.window,
-            seg: seg.id,
-            file: seg.file.as_mut().expect("opened above"),
-            version: seg.version,
-            limit: seg.good_len,
-        }
-        .count_records(MAGIC_LEN);
-        if let Ok(n) = counted {
-            seg.counted = true;
-            if n > seg.records {
-                self.tally.inherited_unread += n - seg.records;
-                seg.records = n;
-            }
-        }
-    }
-
-    /// Segment `i` cannot be read: its unread records are lost.
-    fn give_up(&mut self, i: usize) {
-        self.count(i);
-        let seg = &mut self.segs[i];
-        let unread = seg.unread();
-        self.tally
-            .lose(seg, seg.passed, seg.records, Cause::Corrupt);
-        if unread == 0 && seg.own.is_none() && seg.last_good_end < seg.good_len {
-            // Unreadable bytes past the last record known: at least one.
-            self.tally.losses.corrupt_inherited += 1;
-        }
-        seg.passed = seg.records;
-        seg.read_pos = seg.good_len;
-        seg.last_good_end = seg.good_len;
-        if self.is_writer(i) {
-            self.writing = false;
-        }
-    }
-
-    /// The reader is past the end of segment `i` (not being written).
-    fn finish_segment(&mut self, i: usize) {
-        self.count(i);
-        let seg = &mut self.segs[i];
-        let all_seen = seg.unread() == 0;
-        self.tally
-            .lose(seg, seg.passed, seg.records, Cause::Corrupt);
-        seg.passed = seg.records;
-        if seg.own.is_none() && all_seen && seg.last_good_end < seg.good_len {
-            // Bytes after the last record: a record cut short, or damage.
-            let torn = match seg.file.as_mut() {
-                Some(file) => Cursor {
-                    window: &mut self.window,
-                    seg: seg.id,
-                    file,
-                    version: seg.version,
-                    limit: seg.good_len,
-                }
-                .tail_is_torn(seg.last_good_end)
-                .unwrap_or(false),
-                None => false,
-            };
-            if torn {
-                self.tally.losses.torn_inherited += 1;
-            } else {
-                self.tally.losses.corrupt_inherited += 1;
-            }
-        }
-        seg.read_done = true;
-        if !seg.dirty {
-            seg.file = None;
-        }
-        self.window.forget(seg.id);
-        self.collect(i);
-    }
-
-    /// A record read from segment `seg` was confirmed.
-    pub(crate) fn ack(&mut self, seg: SegId) {
-        let Ok(i) = self.segs.binary_search_by_key(&seg, |s| s.id) else {
-            return;
-        };
-        let s = &mut self.segs[i];
-        if s.acked < s.returned {
-            s.acked += 1;
-        }
-        self.collect(i);
-    }
-
-    /// Deletes segment `i` once nothing in it is needed: read through,
-    /// everything handed out confirmed. The segment being written goes too
-    /// (the next record starts a new one): a finished process must leave no
-    /// confirmed record behind. `false`: kept.
-    fn collect(&mut self, i: usize) -> bool {
-        let seg = &self.segs[i];
-        let read_through = if self.is_writer(i) {
-            seg.unread() == 0 && seg.read_pos >= seg.good_len
-        } else {
-            seg.read_done
-        };
-        if !read_through || seg.acked < seg.returned {
-            return false;
-        }
-        match self.fs.remove(&seg.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            // Kept; tried again at the next sync.
-            Err(_) => return false,
-        }
-        if self.is_writer(i) {
-            self.writing = false;
-        }
-        let seg = self.segs.remove(i).expect("index is valid");
-        self.forget(&seg);
-        true
-    }
-
-    /// Retries the deletion of segments whose deletion failed.
-    fn collect_all(&mut self) {
-        let mut i = 0;
-        while i < self.segs.len() {
-            if !self.collect(i) {
-                i += 1;
-            }
-        }
     }
 
     /// What was lost since the last call.

@@ -5,9 +5,9 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::Path;
 
+use super::cursor::Window;
 use super::format::{Version, MAGIC_LEN};
 use super::fs::{Kind, Meta, SpoolFile, SpoolFs};
-use super::reader::Window;
 use super::segment::Segment;
 use super::{segment_bytes, segment_path, SegId, Spool, SpoolError, SpoolErrorKind, Tally};
 
