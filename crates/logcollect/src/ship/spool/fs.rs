@@ -179,6 +179,19 @@ impl SpoolFile for OsFile {
     }
 }
 
+fn kind(m: &std::fs::Metadata) -> Kind {
+    let t = m.file_type();
+    if t.is_symlink() {
+        Kind::Symlink
+    } else if t.is_dir() {
+        Kind::Dir
+    } else if t.is_file() {
+        Kind::File
+    } else {
+        Kind::Other
+    }
+}
+
 #[cfg(unix)]
 mod platform {
     use std::fs::{DirBuilder, File, Metadata, OpenOptions, Permissions};
@@ -186,25 +199,15 @@ mod platform {
     use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
     use std::path::Path;
 
-    use super::{Kind, Meta};
+    use super::{kind, Meta};
 
     pub(super) fn euid() -> u32 {
         rustix::process::geteuid().as_raw()
     }
 
     pub(super) fn meta(m: &Metadata) -> Meta {
-        let t = m.file_type();
-        let kind = if t.is_symlink() {
-            Kind::Symlink
-        } else if t.is_dir() {
-            Kind::Dir
-        } else if t.is_file() {
-            Kind::File
-        } else {
-            Kind::Other
-        };
         Meta {
-            kind,
+            kind: kind(m),
             uid: m.uid(),
             mode: m.mode() & 0o7777,
             len: m.len(),
@@ -241,23 +244,14 @@ mod platform {
     use std::io;
     use std::path::Path;
 
-    use super::{Kind, Meta};
+    use super::{kind, Kind, Meta};
 
     pub(super) fn euid() -> u32 {
         0
     }
 
     pub(super) fn meta(m: &Metadata) -> Meta {
-        let t = m.file_type();
-        let kind = if t.is_symlink() {
-            Kind::Symlink
-        } else if t.is_dir() {
-            Kind::Dir
-        } else if t.is_file() {
-            Kind::File
-        } else {
-            Kind::Other
-        };
+        let kind = kind(m);
         let mode = if kind == Kind::Dir { 0o700 } else { 0o600 };
         Meta {
             kind,

@@ -106,25 +106,12 @@ impl<H> Segment<H> {
     /// A new segment of this process, its magic written.
     pub(super) fn own(id: SegId, path: PathBuf, file: H) -> Self {
         Segment {
-            id,
-            path,
             file: Some(file),
-            version: Version::V2,
             own: Some(SeqRuns::default()),
-            disk_len: MAGIC_LEN,
-            good_len: MAGIC_LEN,
-            records: 0,
             counted: true,
-            passed: 0,
-            read_pos: MAGIC_LEN,
-            last_good_end: MAGIC_LEN,
-            returned: 0,
-            acked: 0,
-            read_done: false,
             dirty: true,
-            unsynced: 0,
-            suspect: false,
             entry_new: true,
+            ..Segment::inherited(id, path, Version::V2, MAGIC_LEN)
         }
     }
 
