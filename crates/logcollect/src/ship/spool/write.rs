@@ -161,6 +161,7 @@ impl<F: SpoolFs> Spool<F> {
 
     /// Makes everything appended so far durable: one fsync per written
     /// file, then the directory's. On error nothing new counts as synced.
+    /// Appends alone are never durable: call this at shutdown too.
     pub(crate) fn sync(&mut self) -> Result<(), SpoolError> {
         let mut failure: Option<SpoolError> = None;
         let writer = self.writer().map(|w| w.id);
