@@ -88,8 +88,11 @@ fn unroutable_records_are_counted_and_reported() {
     }
     shipper.flush(WAIT).unwrap();
     let s = shipper.stats();
-    assert_eq!(s.confirmed, 5);
+    // Acknowledged by the broker but routed nowhere: lost, not confirmed.
+    assert_eq!(s.confirmed, 0);
     assert_eq!(s.unroutable, 5, "{s:?}");
+    assert_eq!(s.lost_accepted(), 5);
+    assert!(s.balanced(), "{s:?}");
     assert!(s.last_error.unwrap().contains("no queue bound"));
     shipper.shutdown(WAIT).unwrap();
     delete_exchange(&ex);

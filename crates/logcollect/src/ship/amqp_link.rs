@@ -149,13 +149,7 @@ impl Link for AmqpLink {
         }
     }
 
-    fn close(
-        self,
-        code: u16,
-        reason: &'static str,
-    ) -> impl std::future::Future<Output = ()> + 'static {
-        async move {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.conn.close(code, reason.into())).await;
-        }
+    async fn close(self, code: u16, reason: &'static str) {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.conn.close(code, reason.into())).await;
     }
 }

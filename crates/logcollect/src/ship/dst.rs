@@ -29,7 +29,7 @@ use super::batch::Batching;
 use super::driver::{Control, Driver, Settings};
 use super::intake::{Intake, Limits};
 use super::sim::{Mode, SimNet};
-use super::spool::{OsFs, Spool};
+use super::spool::{Fault, MemFs, Spool};
 use crate::config::BatchFormat;
 use crate::encode::Encoded;
 use crate::error::ShutdownError;
@@ -54,18 +54,37 @@ struct Knobs {
     body_max: usize,
     liveness: Duration,
     heartbeat: Duration,
+    /// The spool's byte cap, when there is a spool.
+    spool_cap: Option<u64>,
 }
 
+const SPOOL_DIR: &str = "/var/spool/app";
+
+/// A flush asked and not answered yet: its number, deadline, the sequence
+/// number it waits for, and where its answer comes.
+type PendingFlush = (usize, Instant, u64, Receiver<Result<(), ShutdownError>>);
+
 struct World {
+    seed: u64,
     net: SimNet,
     intake: Arc<Intake>,
     ctrl: mpsc::UnboundedSender<Control>,
     driver: tokio::task::JoinHandle<()>,
     knobs: Knobs,
+    /// The disk under the spool, which outlives a crashed process.
+    fs: Option<MemFs>,
+    incarnation: u64,
+    /// Records found in the spool after the last crash: the process that
+    /// follows must deliver them or count them lost. (Records of an earlier
+    /// crash may be lost honestly by a later one: read back into memory,
+    /// their segment dropped by the byte cap, then the crash.)
+    durable_at_crash: HashMap<u64, ()>,
+    /// Every record number any process accepted.
+    ever_accepted: std::collections::HashSet<u64>,
     /// Record number → sequence number, for every record accepted.
     accepted: HashMap<u64, u64>,
     next_record: u64,
-    flushes: Vec<(usize, Instant, u64, Receiver<Result<(), ShutdownError>>)>,
+    flushes: Vec<PendingFlush>,
     flush_count: usize,
     answers: HashMap<usize, Result<(), ShutdownError>>,
     delivered: Delivered,
@@ -126,7 +145,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 impl World {
-    fn start(seed: u64, rng: &mut rand::rngs::SmallRng, verbose: bool) -> World {
+    fn start(seed: u64, rng: &mut rand::rngs::SmallRng, verbose: bool) -> Result<World, String> {
         let knobs = Knobs {
             records_per_message: *[1, 1, 4, 25].get(rng.random_range(0..4)).unwrap_or(&1),
             confirm_window: *[1, 8, 64].get(rng.random_range(0..3)).unwrap_or(&8),
@@ -141,8 +160,51 @@ impl World {
             } else {
                 Duration::from_millis(rng.random_range(300..2000))
             },
+            spool_cap: rng
+                .random_bool(0.5)
+                .then(|| rng.random_range(32 * 1024..512 * 1024)),
         };
         let net = SimNet::new(BROKERS, seed, knobs.heartbeat);
+        let fs = knobs.spool_cap.map(|_| MemFs::new());
+        let (intake, ctrl, driver) = Self::boot(seed, &knobs, &net, fs.as_ref())?;
+        Ok(World {
+            seed,
+            net,
+            intake,
+            ctrl,
+            driver,
+            knobs,
+            fs,
+            incarnation: 0,
+            durable_at_crash: HashMap::new(),
+            ever_accepted: std::collections::HashSet::new(),
+            accepted: HashMap::new(),
+            next_record: 0,
+            flushes: Vec::new(),
+            flush_count: 0,
+            answers: HashMap::new(),
+            delivered: Delivered::default(),
+            log: Vec::new(),
+            verbose,
+        })
+    }
+
+    /// Starts a process: its intake, control channel and driver (on the
+    /// spool's disk when there is one).
+    #[allow(clippy::type_complexity)]
+    fn boot(
+        seed: u64,
+        knobs: &Knobs,
+        net: &SimNet,
+        fs: Option<&MemFs>,
+    ) -> Result<
+        (
+            Arc<Intake>,
+            mpsc::UnboundedSender<Control>,
+            tokio::task::JoinHandle<()>,
+        ),
+        String,
+    > {
         let intake = Arc::new(Intake::new(Limits {
             max_records: knobs.max_records,
             max_bytes: knobs.max_bytes,
@@ -168,7 +230,13 @@ impl World {
             routing_key: "logstash".into(),
             seed,
         };
-        let spool: Option<Spool<OsFs>> = None;
+        let spool = match (fs, knobs.spool_cap) {
+            (Some(fs), Some(cap)) => Some(
+                Spool::open(fs.clone(), std::path::Path::new(SPOOL_DIR), cap)
+                    .map_err(|e| format!("the spool does not open: {e}"))?,
+            ),
+            _ => None,
+        };
         let driver = Driver::new(
             settings,
             intake.clone(),
@@ -179,21 +247,99 @@ impl World {
             Arc::new(Mutex::new(None)),
         );
         let driver = tokio::task::spawn_local(driver.run());
-        World {
-            net,
-            intake,
-            ctrl,
-            driver,
-            knobs,
-            accepted: HashMap::new(),
-            next_record: 0,
-            flushes: Vec::new(),
-            flush_count: 0,
-            answers: HashMap::new(),
-            delivered: Delivered::default(),
-            log: Vec::new(),
-            verbose,
+        Ok((intake, ctrl, driver))
+    }
+
+    /// The process dies at once: nothing is flushed, memory is gone, the
+    /// disk keeps what was made durable. Then a new process starts on it.
+    fn crash_and_restart(&mut self) -> Result<(), String> {
+        let Some(fs) = self.fs.clone() else {
+            return Ok(());
+        };
+        self.driver.abort();
+        fs.crash();
+        self.durable_at_crash.clear();
+        // What survived, read as the next process will find it.
+        {
+            let mut probe = Spool::open(fs.clone(), std::path::Path::new(SPOOL_DIR), u64::MAX)
+                .map_err(|e| format!("the spool does not open after a crash: {e}"))?;
+            while let Some(r) = probe.next() {
+                let body = std::str::from_utf8(&r.rec.body).unwrap_or("");
+                let no = body
+                    .strip_prefix("{\"i\":")
+                    .and_then(|rest| rest.split(',').next())
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| format!("a spooled record without its number: {body}"))?;
+                self.durable_at_crash.insert(no, ());
+            }
         }
+        let (intake, ctrl, driver) = Self::boot(
+            self.seed + 1_000_003 * (self.incarnation + 1),
+            &self.knobs,
+            &self.net,
+            Some(&fs),
+        )?;
+        self.incarnation += 1;
+        let durable = self.durable_at_crash.len();
+        self.note(format!("the crash left {durable} record(s) in the spool"));
+        self.intake = intake;
+        self.ctrl = ctrl;
+        self.driver = driver;
+        self.accepted.clear();
+        self.flushes.clear();
+        self.note(format!("crash; process {} starts", self.incarnation));
+        Ok(())
+    }
+
+    /// A disk fault under the spool (or its end).
+    fn disk_fault(&mut self, rng: &mut rand::rngs::SmallRng) {
+        let Some(fs) = self.fs.clone() else {
+            return;
+        };
+        let dir = std::path::Path::new(SPOOL_DIR);
+        let what = match rng.random_range(0..9) {
+            0 => {
+                fs.inject(Fault::NoSpace);
+                "enospc"
+            }
+            1 => {
+                fs.inject(Fault::PartialWrite(rng.random_range(1..200)));
+                "partial write"
+            }
+            2 => {
+                fs.inject(Fault::WriteError);
+                "eio on write"
+            }
+            3 => {
+                fs.inject(Fault::SyncError);
+                "fsync fails"
+            }
+            4 => {
+                fs.inject(Fault::ReadError);
+                "eio on read"
+            }
+            5 => {
+                let files = fs.files(dir, "seg-");
+                if !files.is_empty() {
+                    let (path, len) = &files[rng.random_range(0..files.len())];
+                    if *len > 0 {
+                        fs.flip_byte(path, rng.random_range(0..*len));
+                    }
+                }
+                "flipped byte"
+            }
+            6 => {
+                let used: u64 = fs.files(dir, "").iter().map(|(_, l)| l).sum();
+                fs.set_capacity(Some(used + rng.random_range(0..4096)));
+                "disk full"
+            }
+            _ => {
+                fs.set_capacity(None);
+                fs.clear_faults();
+                "disk healed"
+            }
+        };
+        self.note(format!("disk: {what}"));
     }
 
     fn note(&mut self, what: String) {
@@ -210,6 +356,7 @@ impl World {
             let len = rng.random_range(0..self.knobs.body_max);
             if let Ok(seq) = self.intake.push(record(no, len)) {
                 self.accepted.insert(no, seq);
+                self.ever_accepted.insert(no);
             }
         }
     }
@@ -387,7 +534,7 @@ async fn advance(world: &mut World, d: Duration) -> Result<(), String> {
 
 async fn schedule(seed: u64, verbose: bool) -> Result<(), String> {
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed ^ 0x5eed);
-    let mut w = World::start(seed, &mut rng, verbose);
+    let mut w = World::start(seed, &mut rng, verbose)?;
     w.note(format!("knobs {:?}", w.knobs));
     for _ in 0..STEPS {
         match rng.random_range(0..20) {
@@ -400,6 +547,8 @@ async fn schedule(seed: u64, verbose: bool) -> Result<(), String> {
                 w.log_records(&mut rng, n);
             }
             8..=10 => w.fault(&mut rng),
+            12 | 13 => w.disk_fault(&mut rng),
+            14 if rng.random_bool(0.2) => w.crash_and_restart()?,
             11 => {
                 let t = Duration::from_millis(rng.random_range(10..3000));
                 let _ = w.flush(t);
@@ -412,6 +561,10 @@ async fn schedule(seed: u64, verbose: bool) -> Result<(), String> {
     // The brokers behave again: everything must get through (the longest
     // backoff is 5 s; two minutes is plenty).
     w.heal();
+    if let Some(fs) = &w.fs {
+        fs.set_capacity(None);
+        fs.clear_faults();
+    }
     let final_flush = w.flush(Duration::from_secs(120));
     let healed = Instant::now();
     loop {
@@ -428,6 +581,17 @@ async fn schedule(seed: u64, verbose: bool) -> Result<(), String> {
         if healed.elapsed() > Duration::from_secs(130) {
             return Err("the final flush was never answered".into());
         }
+    }
+    // A flush covers this process's records; those an earlier (crashed)
+    // process left in the spool follow in their own time.
+    while w.stats().inherited_on_disk > 0 {
+        if healed.elapsed() > Duration::from_secs(130) {
+            return Err(format!(
+                "records an earlier process left still on disk two minutes after the brokers healed: {:?}",
+                w.stats()
+            ));
+        }
+        advance(&mut w, Duration::from_millis(100)).await?;
     }
     let timeout = Duration::from_millis(rng.random_range(0..5000));
     let (reply, rx) = std::sync::mpsc::sync_channel(1);
@@ -457,7 +621,7 @@ async fn schedule(seed: u64, verbose: bool) -> Result<(), String> {
     }
     let received = w.delivered.update(&w.net).clone();
     for no in received.keys() {
-        if !w.accepted.contains_key(no) {
+        if !w.ever_accepted.contains(no) {
             return Err(format!(
                 "a broker received record {no} that was never accepted"
             ));
@@ -484,6 +648,19 @@ async fn schedule(seed: u64, verbose: bool) -> Result<(), String> {
         return Err(format!(
             "{} confirmed but only {delivered} delivered",
             s.confirmed
+        ));
+    }
+    // What the last crash left on disk was delivered by the process that
+    // followed, or counted lost (damaged, over the cap) by it.
+    let durable_missing = w
+        .durable_at_crash
+        .keys()
+        .filter(|no| !received.contains_key(no))
+        .count() as u64;
+    let inherited_lost = s.recovered_lost;
+    if durable_missing > inherited_lost {
+        return Err(format!(
+            "{durable_missing} record(s) durable in the spool at a crash never delivered, {inherited_lost} counted lost: {s:?}"
         ));
     }
     Ok(())

@@ -124,7 +124,7 @@ pub(crate) struct Ledger {
     undelivered: u64,
     recovered: u64,
     inherited_lost: u64,
-    inherited_on_disk: u64,
+    inherited_unsettled: u64,
     flushes: Vec<FlushWaiter>,
 }
 
@@ -195,25 +195,20 @@ impl Ledger {
         self.held += 1;
     }
 
-    /// Records an earlier process left in the spool, found at start.
+    /// Records an earlier process left in the spool, found at start. They
+    /// stay in the spool (read back or not) until confirmed or lost.
     pub(crate) fn inherited(&mut self, n: u64) {
-        self.inherited_on_disk += n;
-    }
-
-    /// One of those was read back (it is in memory until confirmed).
-    pub(crate) fn inherited_read(&mut self) {
-        self.inherited_on_disk = self.inherited_on_disk.saturating_sub(1);
+        self.inherited_unsettled += n;
     }
 
     pub(crate) fn inherited_confirmed(&mut self) {
+        self.inherited_unsettled = self.inherited_unsettled.saturating_sub(1);
         self.recovered += 1;
     }
 
-    /// Inherited records lost (cap, damage); `on_disk`: still unread.
-    pub(crate) fn inherited_lost(&mut self, n: u64, on_disk: bool) {
-        if on_disk {
-            self.inherited_on_disk = self.inherited_on_disk.saturating_sub(n);
-        }
+    /// Inherited records lost (cap, damage, refused for good).
+    pub(crate) fn inherited_lost(&mut self, n: u64) {
+        self.inherited_unsettled = self.inherited_unsettled.saturating_sub(n);
         self.inherited_lost += n;
     }
 
@@ -321,7 +316,7 @@ impl Ledger {
         s.undelivered = self.undelivered;
         s.recovered = self.recovered;
         s.inherited_lost = self.inherited_lost;
-        s.inherited_on_disk = self.inherited_on_disk;
+        s.inherited_on_disk = self.inherited_unsettled;
     }
 
     /// The ledger's own books balance: every record taken is in exactly one

@@ -131,15 +131,13 @@ impl ShipperBuilder {
         // directory that cannot be used is an error at boot.
         let spool = match &config.spool_dir {
             Some(dir) => Some(
-                spool::Spool::open(spool::OsFs::default(), dir, config.spool_max_bytes).map_err(
-                    |e| {
-                        Error::with_source(
-                            ErrorKind::Spool,
-                            format!("cannot use the spool directory {}", dir.display()),
-                            e,
-                        )
-                    },
-                )?,
+                spool::Spool::open(spool::OsFs, dir, config.spool_max_bytes).map_err(|e| {
+                    Error::with_source(
+                        ErrorKind::Spool,
+                        format!("cannot use the spool directory {}", dir.display()),
+                        e,
+                    )
+                })?,
             ),
             None => None,
         };

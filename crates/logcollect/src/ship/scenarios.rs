@@ -170,8 +170,10 @@ fn a_hung_broker_is_found_by_heartbeats_when_nothing_is_in_flight() {
     run(async {
         let mut rig = Rig::start(SimNet::new(2, 2, Duration::from_secs(5)), settings(2, 2));
         rig.log(10, 10);
-        rig.wait(&rig.flush(Duration::from_secs(60)), Duration::from_secs(60))
+        let (answer, _) = rig
+            .wait(&rig.flush(Duration::from_secs(60)), Duration::from_secs(60))
             .await;
+        assert_eq!(answer, Ok(()));
         let hung = rig.current_broker();
         rig.net.set_mode(hung, Mode::Hang);
         // Quiet: no publish waits for a confirm; two heartbeats (10 s) tell.

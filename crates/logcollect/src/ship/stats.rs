@@ -142,7 +142,8 @@ pub struct Stats {
     /// Records an earlier process left in the spool that were lost (spool
     /// cap or damage) in this one.
     pub recovered_lost: u64,
-    /// Records an earlier process left that are still in the spool.
+    /// Records an earlier process left that are neither confirmed nor lost
+    /// yet: they stay in the spool until they are.
     pub inherited_on_disk: u64,
     /// Bytes in the spool directory right now.
     pub spool_bytes: u64,

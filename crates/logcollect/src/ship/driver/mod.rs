@@ -549,14 +549,16 @@ impl<T: Transport, F: SpoolFs> Driver<T, F> {
             self.intake.release(self.freed.0, self.freed.1);
             self.freed = (0, 0);
         }
-        self.ledger.answer_flushes(now);
+        // The account first: a caller whose flush returns reads stats that
+        // already show what the flush waited for.
         self.publish_snapshot();
+        self.ledger.answer_flushes(now);
         #[cfg(test)]
         {
             // Recounting every record is linear: every few steps is enough
             // to catch a drift (the simulation test runs thousands of seeds).
             self.steps += 1;
-            if self.steps % 8 == 0 || self.snap.shut_down {
+            if self.steps.is_multiple_of(8) || self.snap.shut_down {
                 self.audit();
             }
         }

@@ -209,7 +209,7 @@ impl<T: Transport, F: SpoolFs> Driver<T, F> {
             }
             match *key {
                 Key::Own(seq) => self.ledger.lost(seq, Place::InFlight, Loss::Rejected),
-                Key::Inherited(_) => self.ledger.inherited_lost(1, false),
+                Key::Inherited(_) => self.ledger.inherited_lost(1),
             }
             if let (Some(seg), Some(spool)) = (p.seg, self.spool.as_mut()) {
                 spool.ack(seg);

@@ -60,7 +60,10 @@ impl<T: Transport, F: SpoolFs> Driver<T, F> {
         let Some(spool) = self.spool.as_mut() else {
             return false;
         };
-        match spool.append(seq, rec) {
+        let appended = spool.append(seq, rec);
+        // An append over the byte cap drops the oldest records first.
+        self.absorb_spool_losses();
+        match appended {
             Ok(()) => {
                 self.ledger.spooled();
                 self.snap.spooled += 1;
@@ -94,9 +97,12 @@ impl<T: Transport, F: SpoolFs> Driver<T, F> {
             return;
         };
         self.spool_dirty_since = None;
-        match spool.sync() {
+        let synced = spool.sync();
+        let synced_own = spool.synced_own();
+        self.absorb_spool_losses();
+        match synced {
             Ok(()) => {
-                self.snap.spool_synced = spool.synced_own();
+                self.snap.spool_synced = synced_own;
                 self.reporter.clear("spool-sync");
             }
             Err(e) => {
@@ -138,7 +144,6 @@ impl<T: Transport, F: SpoolFs> Driver<T, F> {
                     Key::Own(seq)
                 }
                 None => {
-                    self.ledger.inherited_read();
                     self.next_inherited += 1;
                     Key::Inherited(self.next_inherited)
                 }
@@ -160,12 +165,18 @@ impl<T: Transport, F: SpoolFs> Driver<T, F> {
         let Some(spool) = self.spool.as_mut() else {
             return;
         };
+        let losses = spool.take_losses();
+        self.snap.spool_bytes = spool.bytes();
+        if losses.is_empty() {
+            return;
+        }
         let SpoolLosses {
             cap_own,
             cap_inherited,
             corrupt_own,
             corrupt_inherited,
-        } = spool.take_losses();
+            torn_inherited,
+        } = losses;
         for seq in cap_own {
             self.ledger.lost(seq, Place::OnDisk, Loss::SpoolCap);
         }
@@ -173,8 +184,7 @@ impl<T: Transport, F: SpoolFs> Driver<T, F> {
             self.ledger.lost(seq, Place::OnDisk, Loss::SpoolCorrupt);
         }
         self.ledger
-            .inherited_lost(cap_inherited + corrupt_inherited, true);
-        self.snap.spool_bytes = spool.bytes();
+            .inherited_lost(cap_inherited + corrupt_inherited + torn_inherited);
     }
 
     /// Shutdown (or the deadline): what is left goes to the spool with one
@@ -188,7 +198,6 @@ impl<T: Transport, F: SpoolFs> Driver<T, F> {
             let Key::Own(seq) = key else {
                 // Read from a segment an earlier process left: it is still
                 // there for the next process.
-                self.ledger.inherited(1);
                 self.free(&p.rec);
                 continue;
             };
@@ -206,8 +215,8 @@ impl<T: Transport, F: SpoolFs> Driver<T, F> {
         self.sync_spool();
         self.absorb_spool_losses();
         self.snap.shut_down = true;
-        self.ledger.end_flushes();
         self.end_step(Instant::now());
+        self.ledger.end_flushes();
         // Give closing connections their (bounded) moment.
         while self.closing.next().await.is_some() {}
         if let Some((_, Some(reply))) = self.shutdown.take() {
