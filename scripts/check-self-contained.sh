@@ -18,7 +18,7 @@ fail() {
 
 # Paths of the machine the project was started on, and its shared folder.
 outside_patterns=(
-    -e '\.\./share[d]\b'   # ../shared, ../../shared…
+    -e '\.\./share[d]\b'   # the shared folder beside the checkout
     -e 'share[d]/reference' # the Python recordings, now tests/fixtures/python-0.14
     -e '/wor[k]/'          # the original machine's work folder
     -e '/hom[e]/[A-Za-z_]' # someone's home directory
