@@ -43,7 +43,11 @@ done < <(git ls-files -- 'Cargo.toml' '**/Cargo.toml')
 
 # Tracked symlinks must point inside the repository.
 while IFS= read -r link; do
-    target=$(realpath -m "$(dirname "$link")/$(readlink "$link")")
+    to=$(readlink "$link")
+    case "$to" in
+        /*) target=$(realpath -m "$to") ;;
+        *) target=$(realpath -m "$(dirname "$link")/$to") ;;
+    esac
     case "$target/" in
         "$root"/*) ;;
         *) fail "$link: symlink to $target, outside the repository" ;;
