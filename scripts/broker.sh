@@ -1,0 +1,65 @@
+# A local RabbitMQ on 127.0.0.1:5672, installed and started when need be.
+# Sourced (not run) by .ci/run and scripts/try.sh, so both get the broker
+# the same way. Functions return non-zero, having said why on stderr, when
+# they cannot; the caller decides what to tell the user.
+
+broker_log() { printf '== %s\n' "$*"; }
+
+# Whether something accepts TCP connections on the AMQP port.
+broker_listening() {
+    (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null
+}
+
+# Runs a command as root: as it is when we are root, else through sudo.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "root is needed to run: $* (and there is no sudo)" >&2
+        return 1
+    fi
+}
+
+# Installs rabbitmq-server with apt-get when it is missing, starts the node
+# when it is down, starts the app when it is stopped, and waits until
+# 127.0.0.1:5672 accepts connections.
+ensure_rabbitmq() {
+    if ! command -v rabbitmq-server >/dev/null 2>&1 && [ ! -x /usr/sbin/rabbitmq-server ]; then
+        if ! command -v apt-get >/dev/null 2>&1; then
+            echo "rabbitmq-server is not installed, and there is no apt-get to install it with" >&2
+            return 1
+        fi
+        broker_log "installing rabbitmq-server (apt-get)"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null ||
+            return 1
+    fi
+    if ! as_root rabbitmqctl -q status >/dev/null 2>&1; then
+        broker_log "starting rabbitmq-server"
+        # Its own failure is not the verdict: a node that is still booting
+        # refuses a second start, and `await_startup` below decides.
+        as_root rabbitmq-server -detached || true
+    fi
+    # `await_startup` waits for the node to boot (120 s: a cold start on a
+    # busy two-core machine takes tens of seconds); the app may still have
+    # been stopped (`rabbitmqctl stop_app`, as the fault tests do), so start
+    # it too (idempotent).
+    if ! as_root timeout 120 rabbitmqctl -q await_startup; then
+        echo "the RabbitMQ node did not start (rabbitmqctl await_startup failed or took over 120 s; its log: /var/log/rabbitmq/)" >&2
+        return 1
+    fi
+    as_root rabbitmqctl -q start_app >/dev/null 2>&1 || true
+    # The listener opens shortly after the app starts.
+    local _
+    for _ in $(seq 1 60); do
+        if broker_listening; then
+            broker_log "rabbitmq is up on 127.0.0.1:5672"
+            return 0
+        fi
+        sleep 1
+    done
+    echo "rabbitmq did not open 127.0.0.1:5672 within 60 s (its log: /var/log/rabbitmq/)" >&2
+    return 1
+}
