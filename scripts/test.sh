@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command (README): formatting, lints, unit, doc and
-# integration tests against the RabbitMQ on 127.0.0.1:5672, example builds.
+# The project's test command (README): formatting, lints, the API docs,
+# unit, doc and integration tests against the RabbitMQ on 127.0.0.1:5672,
+# example builds, the README's first command, and the crates' packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "== cargo doc -D warnings (every crate, every feature)"
+started=$SECONDS
+RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --no-deps --all-features
+echo "   ($((SECONDS - started)) s)"
 echo "== each feature of the core alone"
 cargo check -q -p logcollect --no-default-features
 cargo check -q -p logcollect --no-default-features --features log
@@ -20,6 +25,16 @@ trap 'rm -f "$out"' EXIT
 cargo test --workspace --all-features 2>&1 | tee "$out"
 echo "== examples build"
 cargo build -q --workspace --examples --bins
+echo "== the README's first command: scripts/try.sh"
+bash scripts/try.sh
+# Every member packages and its package builds on its own (what crates.io
+# would get); publish = false members too, which costs little and keeps the
+# plain `cargo package --workspace` working. --allow-dirty: check the work
+# in progress as it is.
+echo "== cargo package --workspace"
+started=$SECONDS
+cargo package -q --workspace --allow-dirty
+echo "   ($((SECONDS - started)) s)"
 
 # One closing line for the whole run: cargo's own last line is a crate's doc
 # tests, often "0 passed", which says nothing about the run.
