@@ -92,7 +92,9 @@ LOGCOLLECT_ACTIVITY_IDENTITY="project=logcollect,subsystem=native_test,run=$run_
 
 if ! wait "$tail_pid"; then
     tail_pid=
-    echo "try: the record did not come back through the broker (why: above)" >&2
+    echo "try: the record did not come back through the broker within $WAIT_SECS s. The lines above" >&2
+    echo "  may say why; LOGCOLLECT_* variables of this shell apply too (LOGCOLLECT_LEVEL above info" >&2
+    echo "  filters the record out): \`env | grep LOGCOLLECT_\`" >&2
     exit 1
 fi
 tail_pid=
