@@ -10,6 +10,12 @@ broker_listening() {
     (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null
 }
 
+# Whether the local RabbitMQ node's process runs and answers rabbitmqctl
+# (its app may be stopped).
+broker_node_answers() {
+    as_root timeout 30 rabbitmqctl -q ping >/dev/null 2>&1
+}
+
 # Runs a command as root: as it is when we are root, else through sudo.
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then
@@ -36,23 +42,26 @@ ensure_rabbitmq() {
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null ||
             return 1
     fi
-    if ! as_root rabbitmqctl -q status >/dev/null 2>&1; then
-        broker_log "starting rabbitmq-server"
-        # Its own failure is not the verdict: a node that is still booting
-        # refuses a second start, and `await_startup` below decides.
+    # `ping` answers whenever the node's process runs, even with its app
+    # stopped (`status` does not); only a node that does not answer is started.
+    if ! broker_node_answers; then
+        broker_log "starting rabbitmq-server (waiting up to 120 s for the node)"
+        # Its own exit status is not the verdict: the node's answer is.
         as_root rabbitmq-server -detached || true
+        # A cold start on a busy two-core machine takes tens of seconds.
+        for _ in $(seq 1 120); do
+            broker_node_answers && break
+            sleep 1
+        done
     fi
-    # `await_startup` waits for the node to boot (120 s: a cold start on a
-    # busy two-core machine takes tens of seconds); the app may still have
-    # been stopped (`rabbitmqctl stop_app`, as the fault tests do), so start
-    # it too (idempotent).
+    # The app may have been stopped (`rabbitmqctl stop_app`, as the fault
+    # tests do): start it (idempotent), then wait until it has booted.
+    as_root rabbitmqctl -q start_app >/dev/null 2>&1 || true
     if ! as_root timeout 120 rabbitmqctl -q await_startup; then
         echo "the RabbitMQ node did not start (rabbitmqctl await_startup failed or took over 120 s; its log: /var/log/rabbitmq/)" >&2
         return 1
     fi
-    as_root rabbitmqctl -q start_app >/dev/null 2>&1 || true
     # The listener opens shortly after the app starts.
-    local _
     for _ in $(seq 1 60); do
         if broker_listening; then
             broker_log "rabbitmq is up on 127.0.0.1:5672"
