@@ -28,6 +28,22 @@ as_root() {
     fi
 }
 
+# Starts the node in the background without the caller's open files. A
+# daemon inherits every descriptor it is given, for its whole life: started
+# from `flock LOCK bash scripts/try.sh`, the node would hold that lock until
+# it stops (it happened: the tests' fault lock, held by RabbitMQ for 30 min).
+start_rabbitmq_node() {
+    (
+        for fd in /proc/self/fd/*; do
+            fd=${fd##*/}
+            if [[ $fd =~ ^[0-9]+$ ]] && [ "$fd" -gt 2 ]; then
+                eval "exec $fd>&-" 2>/dev/null || true
+            fi
+        done
+        as_root rabbitmq-server -detached
+    )
+}
+
 # Installs rabbitmq-server with apt-get when it is missing, starts the node
 # when it is down, starts the app when it is stopped, and waits until
 # 127.0.0.1:5672 accepts connections.
@@ -47,7 +63,7 @@ ensure_rabbitmq() {
     if ! broker_node_answers; then
         broker_log "starting rabbitmq-server (waiting up to 120 s for the node)"
         # Its own exit status is not the verdict: the node's answer is.
-        as_root rabbitmq-server -detached || true
+        start_rabbitmq_node || true
         # A cold start on a busy two-core machine takes tens of seconds.
         for _ in $(seq 1 120); do
             broker_node_answers && break
