@@ -96,6 +96,6 @@ pub use filter::{Filter, Level};
 pub use front::log::LogcollectLogger;
 #[cfg(feature = "tracing")]
 pub use front::tracing::LogcollectLayer;
-pub use record::{FieldValue, Record};
+pub use record::{ExceptionInfo, FieldValue, Record};
 pub use ship::{Shipper, ShipperBuilder, ShipperGuard, Stats, DEFAULT_THREAD_NAME};
 pub use uri::{BrokerList, BrokerUri, DEFAULT_BROKER_URI};
