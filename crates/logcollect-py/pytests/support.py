@@ -79,11 +79,16 @@ class Capture:
         finally:
             conn.close()
 
-    def wait(self, n, timeout=30.0, settle=0.5):
-        """Reads until ``n`` messages arrived (or ``timeout``), then for
-        ``settle`` seconds more, so that an extra (duplicate) message shows."""
+    def wait(self, n, timeout=30.0, settle=0.5, counts=None):
+        """Reads until ``n`` messages arrived (only those ``counts(message)``
+        accepts, when given) or ``timeout`` passed, then for ``settle``
+        seconds more, so that an extra (duplicate) message shows."""
+        def counted():
+            if counts is None:
+                return len(self.messages)
+            return sum(1 for m in self.messages if counts(m))
         deadline = time.monotonic() + timeout
-        while len(self.messages) < n and time.monotonic() < deadline:
+        while counted() < n and time.monotonic() < deadline:
             if self._drain_once() == 0:
                 time.sleep(0.05)
         quiet_until = time.monotonic() + settle
