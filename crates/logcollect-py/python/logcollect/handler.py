@@ -25,9 +25,9 @@ STANDARD_ATTRIBUTES = frozenset(
     logging.LogRecord('', logging.INFO, '', 0, '', (), None).__dict__
 ) | {'message', 'asctime'}
 
-#: A flush and the close that follows it within this many seconds share one
-#: deadline: ``logging.shutdown()`` calls both, and must take at most
-#: ``shutdown_timeout`` in all, not twice that.
+#: A close that follows, within this many seconds, a flush that ran out of
+#: time does not wait again: ``logging.shutdown()`` calls both, and must take
+#: at most ``shutdown_timeout`` in all, not twice that.
 _SHARED_DEADLINE_WINDOW = 1.0
 
 #: Handlers alive in this process, for the fork hook and ``flush_all``.
@@ -79,7 +79,7 @@ class AMQPHandler(logging.Handler):
         self._config = None
         self._config_formatter = None
         self._shipper = None
-        self._deadline = None
+        self._missed_deadline = None
         # Validate now: a bad URI, exchange or option fails at set-up.
         self._make_config(self.formatter)
         with _handlers_lock:
@@ -155,25 +155,31 @@ class AMQPHandler(logging.Handler):
 
     # -- lifecycle -----------------------------------------------------
 
-    def _budget(self):
-        """Seconds left for this flush or close (see _SHARED_DEADLINE_WINDOW)."""
-        now = time.monotonic()
-        if self._deadline is None or now > self._deadline + _SHARED_DEADLINE_WINDOW:
-            self._deadline = now + self.shutdown_timeout
-        return max(0.0, self._deadline - now)
-
     def flush(self):
         """Waits (at most ``shutdown_timeout`` seconds) until every record
         handed over so far is confirmed by the broker."""
         self.acquire()
         try:
             shipper = self._shipper
-            if shipper is None:
-                return
-            budget = self._budget()
         finally:
             self.release()
-        shipper.flush(budget)
+        if shipper is None:
+            return
+        deadline = time.monotonic() + self.shutdown_timeout
+        if shipper.flush(self.shutdown_timeout):
+            self._missed_deadline = None
+        else:
+            self._missed_deadline = deadline
+
+    def _close_budget(self):
+        """Seconds ``close()`` may wait: the whole ``shutdown_timeout``,
+        unless a flush just ran out of it (``logging.shutdown()`` calls
+        ``flush()`` then ``close()``, and must not wait twice)."""
+        missed = self._missed_deadline
+        now = time.monotonic()
+        if missed is not None and now - missed <= _SHARED_DEADLINE_WINDOW:
+            return max(0.0, missed - now)
+        return self.shutdown_timeout
 
     def close(self):
         """Delivers what it can within ``shutdown_timeout`` and stops this
@@ -182,11 +188,10 @@ class AMQPHandler(logging.Handler):
         self.acquire()
         try:
             shipper, self._shipper = self._shipper, None
-            budget = self._budget() if shipper is not None else 0.0
         finally:
             self.release()
         if shipper is not None:
-            shipper.shutdown(budget)
+            shipper.shutdown(self._close_budget())
         super().close()
 
     def stats(self):
@@ -204,7 +209,7 @@ class AMQPHandler(logging.Handler):
         if self._shipper is not None:
             _inherited.append(self._shipper)
             self._shipper = None
-        self._deadline = None
+        self._missed_deadline = None
 
     def __repr__(self):
         return '<%s %s exchange=%s (%s)>' % (
