@@ -323,3 +323,38 @@ def test_django_dict_config_amends_logging_in_place():
     assert len(LOGGING['handlers']) == 2 and len(LOGGING['formatters']) == 1
     with pytest.raises(ValueError, match='rename'):
         django_dict_config({'handlers': {'logcollect': {'class': 'logging.NullHandler'}}})
+
+
+def test_records_after_a_later_dict_config_are_still_delivered_at_exit():
+    """dictConfig closes every handler logging knows and forgets them, but
+    leaves the root logger's handlers attached when it does not configure
+    root: our handler starts again on the next record, and the exit hook
+    (not logging.shutdown, which no longer lists it) delivers its records."""
+    exchange = unique('lc-py-dictconfig')
+    script = textwrap.dedent('''
+        import logging, logging.config, os
+        from logcollect.boot import default_config
+        default_config(os.environ['URI'], exchange=os.environ['EXCHANGE'])
+        logging.getLogger('app').info('before', extra={'i': -1})
+        logging.config.dictConfig({'version': 1, 'disable_existing_loggers': False})
+        for i in range(100):
+            logging.getLogger('app').info('after %d', i, extra={'i': i})
+    ''')
+    with Capture(exchange) as capture:
+        out = run_python(['-c', script], python_env(URI=BROKER_URI, EXCHANGE=exchange))
+        assert out.returncode == 0, out.stderr
+        msgs = capture.wait(101)
+    assert sorted(m.body['i'] for m in msgs) == list(range(-1, 100)), out.stderr
+
+
+def test_a_record_logged_after_exit_closed_the_handlers_is_reported():
+    script = textwrap.dedent('''
+        import atexit, logging, os
+        # Registered before logcollect is imported: runs after its exit hook.
+        atexit.register(lambda: logging.getLogger('late').warning('too late'))
+        from logcollect.boot import default_config
+        default_config(os.environ['URI'], exchange=os.environ['EXCHANGE'])
+    ''')
+    out = run_python(['-c', script], python_env(URI=BROKER_URI, EXCHANGE=unique('lc-py-late')))
+    assert out.returncode == 0, out.stderr
+    assert "logged after the handlers were closed at exit was dropped (logger 'late')" in out.stderr

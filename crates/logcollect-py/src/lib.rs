@@ -109,7 +109,9 @@ impl Config {
         if let Some(m) = max_record_bytes {
             b = b.max_record_bytes(m);
         }
-        let config = b.build().map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let config = b
+            .build()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(Config {
             config,
             standard: standard_attributes.into_iter().collect(),
@@ -330,7 +332,8 @@ impl Shipper {
                 "stack_info" => r.stack_info = opt_str(&v),
                 "funcName" => {
                     if let Some(f) = opt_str(&v) {
-                        r.fields.insert(0, ("funcName".to_owned(), FieldValue::Str(f)));
+                        r.fields
+                            .insert(0, ("funcName".to_owned(), FieldValue::Str(f)));
                     }
                 }
                 k if self.standard.contains(k) => {}

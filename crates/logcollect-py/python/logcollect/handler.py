@@ -7,8 +7,10 @@ after a fork the child starts its own on its first record and never touches
 the parent's (see ``_after_fork_in_child``).
 """
 
+import atexit
 import logging
 import os
+import sys
 import threading
 import time
 import traceback
@@ -33,6 +35,9 @@ _SHARED_DEADLINE_WINDOW = 1.0
 #: Handlers alive in this process, for the fork hook and ``flush_all``.
 _handlers = weakref.WeakSet()
 _handlers_lock = threading.Lock()
+
+#: Set when the process exits and every handler was closed (``_close_all``).
+_exited = False
 
 #: Shippers inherited through fork. Kept referenced for the life of the
 #: process so that they are never dropped: their Rust thread does not exist
@@ -132,6 +137,9 @@ class AMQPHandler(logging.Handler):
         return shipper
 
     def emit(self, record):
+        if _exited:
+            _dropped_after_exit(record)
+            return
         try:
             try:
                 message = record.getMessage()
@@ -185,14 +193,17 @@ class AMQPHandler(logging.Handler):
         """Delivers what it can within ``shutdown_timeout`` and stops this
         process's shipper thread; what was not delivered is reported on
         stderr. Logging to a closed handler starts a new shipper."""
+        self._close_within(self._close_budget())
+        super().close()
+
+    def _close_within(self, timeout):
         self.acquire()
         try:
             shipper, self._shipper = self._shipper, None
         finally:
             self.release()
         if shipper is not None:
-            shipper.shutdown(self._close_budget())
-        super().close()
+            shipper.shutdown(timeout)
 
     def stats(self):
         """This process's counters (``accepted``, ``confirmed``, ``pending``,
@@ -272,6 +283,40 @@ def flush_all(timeout=None):
         left = h.shutdown_timeout if deadline is None else max(0.0, deadline - time.monotonic())
         ok = shipper.flush(left) and ok
     return ok
+
+
+def _dropped_after_exit(record):
+    global _exit_drop_reported
+    if not _exit_drop_reported:
+        _exit_drop_reported = True
+        sys.stderr.write(
+            '[logcollect] a record logged after the handlers were closed at exit was '
+            'dropped (logger %r); log before interpreter shutdown\n' % (record.name,))
+
+
+_exit_drop_reported = False
+
+
+def _close_all():
+    """At exit: closes every handler of the process within one deadline (the
+    longest ``shutdown_timeout``), also handlers that ``logging`` no longer
+    lists (``dictConfig`` forgets the handlers it closes, even those it
+    leaves attached to loggers, which start again on their next record).
+    Runs before ``logging.shutdown()``, which then finds nothing to wait
+    for. Sequential: Python 3.12 refuses new threads at exit."""
+    global _exited
+    with _handlers_lock:
+        handlers = list(_handlers)
+    if handlers:
+        deadline = time.monotonic() + max(h.shutdown_timeout for h in handlers)
+        for h in handlers:
+            h._close_within(max(0.0, deadline - time.monotonic()))
+    _exited = True
+
+
+# atexit runs its functions last registered first: this one, registered
+# after logging's, runs before logging.shutdown().
+atexit.register(_close_all)
 
 
 def _after_fork_in_child():
