@@ -798,7 +798,7 @@ impl<'e> RecordWriter<'e> {
             sep(&mut buf);
             buf.extend_from_slice(b"\"stack_info\":");
             match origin.stack_info {
-                Some(stack) => push_json_bytes(&mut buf, cut_stack(stack)),
+                Some(stack) => push_stack_info(&mut buf, stack),
                 None => buf.extend_from_slice(b"null"),
             }
         }
@@ -1283,29 +1283,37 @@ fn error_text(err: &(dyn StdError + 'static)) -> (String, usize, Vec<String>) {
 
 /// `s` cut to [`MAX_HEAD_STR`] bytes on a character boundary.
 fn cut(s: &str) -> &str {
-    if s.len() <= MAX_HEAD_STR {
+    cut_to(s, MAX_HEAD_STR)
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+fn cut_to(s: &str, max: usize) -> &str {
+    if s.len() <= max {
         return s;
     }
-    let mut end = MAX_HEAD_STR;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
     &s[..end]
 }
 
-/// A `stack_info` text cut to the size of a whole record's fixed head: a
-/// stack belongs in the record, but must not crowd out the message (the
-/// record's size cap keeps the message first).
-fn cut_stack(s: &str) -> &str {
-    const MAX_STACK: usize = 16 * MAX_HEAD_STR;
-    if s.len() <= MAX_STACK {
-        return s;
+/// A `stack_info` text of at most [`MAX_HEAD_STR`] bytes: it sits in the
+/// record's fixed head, which must fit the smallest size cap. A longer one
+/// keeps its end, where Python puts the most recent calls, after `…`.
+fn push_stack_info(buf: &mut Vec<u8>, stack: &str) {
+    if stack.len() <= MAX_HEAD_STR {
+        push_json_bytes(buf, stack);
+        return;
     }
-    let mut end = MAX_STACK;
-    while !s.is_char_boundary(end) {
-        end -= 1;
+    let mut start = stack.len() - (MAX_HEAD_STR - '…'.len_utf8());
+    while !stack.is_char_boundary(start) {
+        start += 1;
     }
-    &s[..end]
+    buf.push(b'"');
+    push_json_content(buf, "…");
+    push_json_content(buf, &stack[start..]);
+    buf.push(b'"');
 }
 
 /// Appends a nested value (an element or member of an array or object
@@ -1332,16 +1340,7 @@ fn push_nested(buf: &mut Vec<u8>, v: &FieldValue, depth: usize) {
             // The inner text is valid UTF-8 JSON: escape it as one string.
             push_json_bytes(buf, &String::from_utf8_lossy(&inner));
         }
-        FieldValue::Array(items) => {
-            buf.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                push_nested(buf, item, depth + 1);
-            }
-            buf.push(b']');
-        }
+        FieldValue::Array(items) => push_items(buf, items, |buf, v| push_nested(buf, v, depth + 1)),
         FieldValue::Object(members) => {
             push_members(buf, members, |buf, v| push_nested(buf, v, depth + 1))
         }
@@ -1356,20 +1355,29 @@ fn push_nested_text(buf: &mut Vec<u8>, v: &FieldValue, depth: usize) {
             push_json_bytes(buf, "…");
         }
         FieldValue::Array(items) => {
-            buf.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                push_nested_text(buf, item, depth + 1);
-            }
-            buf.push(b']');
+            push_items(buf, items, |buf, v| push_nested_text(buf, v, depth + 1))
         }
         FieldValue::Object(members) => {
             push_members(buf, members, |buf, v| push_nested_text(buf, v, depth + 1))
         }
         scalar => push_nested(buf, scalar, 0),
     }
+}
+
+/// `[v,…]`.
+fn push_items(
+    buf: &mut Vec<u8>,
+    items: &[FieldValue],
+    mut value: impl FnMut(&mut Vec<u8>, &FieldValue),
+) {
+    buf.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        value(buf, item);
+    }
+    buf.push(b']');
 }
 
 /// `{"k":v,…}` with cleaned keys, the first of repeated keys winning.

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::{
-    cut, hash_key, json_len, push_json_bytes, push_json_str, push_json_truncated, push_u64,
+    cut, cut_to, hash_key, json_len, push_json_bytes, push_json_str, push_json_truncated, push_u64,
     sanitize_key, write_timestamp, Encoded, Encoder, Kind, Location, Origin, RecordWriter, Scratch,
     TypeTracker, SCRATCH,
 };
@@ -486,18 +486,6 @@ fn truncate(
 /// `,"part":{` per part, its value, and room for a `.value` move.
 fn field_cost(u: &UserField) -> usize {
     u.path.iter().map(|p| json_len(p) + 3).sum::<usize>() + (u.val.1 - u.val.0) + 12
-}
-
-/// `s` cut to at most `max` bytes on a character boundary.
-fn cut_to(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// An id field's value as a JSON string: strings as they are, numbers

@@ -88,6 +88,27 @@ fn thread_name_and_stack_info_come_from_the_record() {
     assert_eq!(ecs["process"]["thread"]["name"], "MainThread");
 }
 
+#[test]
+fn a_long_stack_keeps_its_most_recent_calls_within_the_head_bound() {
+    let enc = encoder(Profile::Logcollect);
+    let mut stack = String::from("Stack (most recent call last):\n");
+    for i in 0..200 {
+        stack.push_str(&format!("  File \"m{i}.py\", line {i}, in f{i}\n"));
+    }
+    let r = Record {
+        stack_info: Some(stack.clone()),
+        ..record()
+    };
+    let b = body(&enc, &r);
+    let sent = b["stack_info"].as_str().expect("a string");
+    assert!(sent.len() <= MAX_HEAD_STR, "{}", sent.len());
+    assert!(
+        sent.starts_with('…') && sent.ends_with("in f199\n"),
+        "{sent}"
+    );
+    assert!(stack.ends_with(&sent['…'.len_utf8()..]));
+}
+
 fn exception() -> ExceptionInfo {
     ExceptionInfo {
         type_name: "ZeroDivisionError".into(),
