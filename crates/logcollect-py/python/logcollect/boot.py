@@ -79,32 +79,12 @@ def django_dict_config(LOGGING, broker_uri='amqp://localhost/',
     module, after ``LOGGING``): adds a ``logcollect`` handler and formatter
     and attaches the handler to the root logger, keeping the other handlers.
     Settings already in the dict win. Returns the handler's name."""
-    handlers = LOGGING.setdefault('handlers', {})
-    handler_name = None
-    for name, conf in handlers.items():
-        if conf.get('class') == HANDLER_CLASS or conf.get('()') == HANDLER_CLASS:
-            handler_name = name
-    if handler_name is None:
-        handler_name = 'logcollect'
-        if handler_name in handlers:
-            raise ValueError("LOGGING['handlers'] already has a handler named "
-                             "'logcollect' of another class: rename it")
-        handlers[handler_name] = {'class': HANDLER_CLASS}
-
-    formatters = LOGGING.setdefault('formatters', {})
-    formatter_name = None
-    for name, conf in formatters.items():
-        if conf.get('()') == FORMATTER_CLASS or conf.get('class') == FORMATTER_CLASS:
-            formatter_name = name
-    if formatter_name is None:
-        formatter_name = 'logcollect'
-        if formatter_name in formatters:
-            raise ValueError("LOGGING['formatters'] already has a formatter "
-                             "named 'logcollect' of another class: rename it")
-        formatters[formatter_name] = {
-            '()': FORMATTER_CLASS,
-            'activity_identity': dict(activity_identity or {}),
-        }
+    handler_name = _find_or_add(LOGGING.setdefault('handlers', {}), HANDLER_CLASS,
+                                {'class': HANDLER_CLASS})
+    formatter_name = _find_or_add(LOGGING.setdefault('formatters', {}), FORMATTER_CLASS,
+                                  {'()': FORMATTER_CLASS,
+                                   'activity_identity': dict(activity_identity or {})})
+    handlers = LOGGING['handlers']
 
     root = LOGGING.setdefault('loggers', {}).setdefault('', {})
     root_handlers = root.setdefault('handlers', [])
@@ -123,6 +103,20 @@ def django_dict_config(LOGGING, broker_uri='amqp://localhost/',
     for k, v in options.items():
         conf.setdefault(k, v)
     return handler_name
+
+
+def _find_or_add(section, dotted_class, new_conf):
+    """The name of the entry of a ``LOGGING`` section (``handlers``,
+    ``formatters``) made by ``dotted_class``, added as ``logcollect`` with
+    ``new_conf`` when there is none."""
+    for name, conf in section.items():
+        if dotted_class in (conf.get('class'), conf.get('()')):
+            return name
+    if 'logcollect' in section:
+        raise ValueError("LOGGING already has an entry named 'logcollect' that is not a "
+                         "%s: rename it" % (dotted_class,))
+    section['logcollect'] = new_conf
+    return 'logcollect'
 
 
 def celery_config(broker_uri='amqp://localhost/', exchange='logstash',
