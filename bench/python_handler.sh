@@ -9,8 +9,9 @@
 # Each handler logs N × logger.info('msg %d', i) after one warm-up record
 # (it carries 0.14's connect); per-call times include the timer overhead,
 # as in shared/reference's measurements. For the Rust engine the line also
-# says how many records the broker confirmed by the end of
-# logging.shutdown(); 0.14 publishes without confirms. Venvs live in
+# says how many records the broker confirmed (routed to a capped queue) by
+# the end of logging.shutdown(); 0.14 publishes without confirms to an
+# exchange with no queue. Venvs live in
 # target/python-bench (PYTHON picks the 3.11 interpreter). Run it on a
 # quiet machine: the figures are only worth that.
 set -euo pipefail
@@ -39,6 +40,21 @@ import time
 which, n, exchange = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 uri = 'amqp://guest:guest@127.0.0.1:5672/'
 if which == 'rust':
+    import amqp
+
+    def channel():
+        conn = amqp.Connection('127.0.0.1:5672', userid='guest', password='guest')
+        conn.connect()
+        return conn, conn.channel()
+    # A queue bound to the exchange, so that records are routed as in
+    # production (unroutable ones are confirmed too, but reported); capped
+    # with drop-head so that a long run never fills the broker's memory.
+    conn, ch = channel()
+    ch.exchange_declare(exchange, 'topic', durable=False, auto_delete=False)
+    queue = exchange + '-q'
+    ch.queue_declare(queue, auto_delete=False, arguments={'x-max-length': 100000})
+    ch.queue_bind(queue, exchange, '#')
+    conn.close()
     from logcollect.boot import default_config
     handler = default_config(uri, exchange=exchange, shutdown_timeout=60,
                              activity_identity={'project': 'demo', 'application': 'backend'})
@@ -79,10 +95,13 @@ print('%s: n=%d calls_per_s=%.1f median_us=%.2f p99_us=%.2f max_us=%.1f first_ca
                                          times[-1] * 1e6, first_ms, shutdown_ms,
                                          platform.python_version(), extra))
 if which == 'rust':
-    import amqp
-    conn = amqp.Connection('127.0.0.1:5672', userid='guest', password='guest')
-    conn.connect()
-    conn.channel().exchange_delete(exchange)
+    # Our own unique names: leave nothing behind on the shared broker. The
+    # handler goes first: the AMQP client's own debug records would start it
+    # again.
+    logging.getLogger().removeHandler(handler)
+    conn, ch = channel()
+    ch.queue_delete(queue)
+    ch.exchange_delete(exchange)
     conn.close()
 PY
 }

@@ -24,7 +24,8 @@ FIXTURES = os.path.join(REPO, 'tests', 'fixtures', 'python-0.14')
 EXAMPLES = os.path.join(REPO, 'examples', 'python')
 
 #: Where processes that break the shared broker take turns (the Rust fault
-#: tests take the same lock: tests/support/faults.rs).
+#: tests take the same lock: tests/support/faults.rs); the other Python
+#: tests hold it shared (conftest.py).
 FAULT_LOCK_FILE = '/tmp/logcollect-broker-faults.lock'
 
 _counter = itertools.count()
