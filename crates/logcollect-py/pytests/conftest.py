@@ -5,11 +5,9 @@ run while these count, and these never see duplicates or redeliveries that
 another process's fault caused. The fault tests (test_faults.py) take it
 exclusively themselves."""
 
-import fcntl
-
 import pytest
 
-from support import FAULT_LOCK_FILE
+from support import shared_fault_lock
 
 
 @pytest.fixture(autouse=True)
@@ -17,9 +15,5 @@ def steady_broker(request):
     if request.module.__name__ == 'test_faults':
         yield
         return
-    with open(FAULT_LOCK_FILE, 'a') as f:
-        fcntl.flock(f, fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with shared_fault_lock():
+        yield

@@ -217,17 +217,85 @@ def free_port():
         return s.getsockname()[1]
 
 
+#: How long a fault test waits for its turn: the longest fault test of any
+#: checkout takes about two minutes, so ten minutes means the lock leaked.
+FAULT_LOCK_WAIT = 600.0
+#: How long a counting test waits for a fault test to finish before it runs
+#: anyway (it may then see another process's fault).
+SHARED_LOCK_WAIT = 300.0
+_shared_lock_gave_up = False
+
+
+def lock_holders():
+    """Who holds the fault lock, from /proc/locks: ``pid command`` lines
+    (the holder may be a process that inherited the lock's file)."""
+    try:
+        inode = os.stat(FAULT_LOCK_FILE).st_ino
+    except OSError:
+        return []
+    holders = []
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in os.listdir('/proc/%s/fd' % pid):
+                if os.stat('/proc/%s/fd/%s' % (pid, fd)).st_ino == inode:
+                    with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                        cmd = f.read().replace(b'\0', b' ').decode(errors='replace')
+                    holders.append('%s %s' % (pid, cmd[:100]))
+                    break
+    return holders
+
+
+def _flock(f, mode, wait):
+    """Takes the lock, polling until ``wait`` seconds passed; False then."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(f, mode | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def fault_lock():
     """Holds the machine-wide lock of the tests that break the broker, and
     puts the broker back (app started) before and after, whatever happens."""
     with open(FAULT_LOCK_FILE, 'a') as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        if not _flock(f, fcntl.LOCK_EX, FAULT_LOCK_WAIT):
+            raise AssertionError(
+                'the broker fault lock %s was not free for %d s; processes that have it '
+                'open: %s' % (FAULT_LOCK_FILE, FAULT_LOCK_WAIT, lock_holders()))
         try:
             restore_broker()
             yield
         finally:
             restore_broker()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def shared_fault_lock():
+    """Held by the tests that count records (conftest.py): no fault test of
+    any checkout runs meanwhile. After one wait of SHARED_LOCK_WAIT in vain,
+    says so and runs without it (the lock has leaked; the tests may then
+    see another process's fault), rather than hang."""
+    global _shared_lock_gave_up
+    with open(FAULT_LOCK_FILE, 'a') as f:
+        if _shared_lock_gave_up or not _flock(f, fcntl.LOCK_SH, SHARED_LOCK_WAIT):
+            if not _shared_lock_gave_up:
+                sys.stderr.write('warning: the broker fault lock %s was not free for %d s '
+                                 '(held through %s); running without it\n'
+                                 % (FAULT_LOCK_FILE, SHARED_LOCK_WAIT, lock_holders()))
+            _shared_lock_gave_up = True
+            yield
+            return
+        try:
+            yield
+        finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
