@@ -25,6 +25,8 @@ trap 'rm -f "$out"' EXIT
 cargo test --workspace --all-features 2>&1 | tee "$out"
 echo "== examples build"
 cargo build -q --workspace --examples --bins
+echo "== Python package (crates/logcollect-py) on Python 3.12 and 3.11"
+bash scripts/python_test.sh 2>&1 | tee -a "$out"
 echo "== the README's first command: scripts/try.sh"
 bash scripts/try.sh
 # Every member packages and its package builds on its own (what crates.io
@@ -37,6 +39,8 @@ cargo package -q --workspace --allow-dirty
 echo "   ($((SECONDS - started)) s)"
 
 # One closing line for the whole run: cargo's own last line is a crate's doc
-# tests, often "0 passed", which says nothing about the run.
+# tests, often "0 passed", which says nothing about the run. pytest's summary
+# lines ("3 failed, 19 passed in 58.1s") count too.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     /^=* *[0-9]+ (passed|failed).* in [0-9.]+s/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed,?$/) p += $(i-1); if ($i ~ /^failed,?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$out"

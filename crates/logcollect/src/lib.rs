@@ -99,6 +99,6 @@ pub use front::log::LogcollectLogger;
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub use front::tracing::LogcollectLayer;
-pub use record::{FieldValue, Record};
+pub use record::{ExceptionInfo, FieldValue, Record};
 pub use ship::{Shipper, ShipperBuilder, ShipperGuard, Stats, DEFAULT_THREAD_NAME};
 pub use uri::{BrokerList, BrokerUri, DEFAULT_BROKER_URI};
