@@ -4,7 +4,7 @@
 #
 #   python_peer: n=N calls_per_s=X median_us=Y p99_us=Z first_call_ms=F shutdown_ms=S ...
 #
-# The caller-side figures are measured as in shared/reference (medians of
+# The caller-side figures are measured as in tests/fixtures/python-0.14 (medians of
 # per-call times, timer overhead included, one warm-up record excluded: it
 # carries the connect). Python logcollect publishes without confirms, so
 # calls/s is what the application sees, not a delivery guarantee.

@@ -337,12 +337,10 @@ impl Proxy {
     }
 }
 
-/// Field names and JSON types of a reference message body.
+/// Field names and JSON types of a reference message body: `file` of the
+/// recorded Python 0.14 messages in `tests/fixtures/python-0.14/`.
 pub fn reference_body(file: &str) -> serde_json::Map<String, serde_json::Value> {
-    let path = format!(
-        "{}/../../shared/reference/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/fixtures/python-0.14/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["body"].as_object().unwrap().clone()

@@ -29,7 +29,7 @@ pub const BROKER_URI: &str = "amqp://guest:guest@127.0.0.1:5672//";
 pub const DEAD_BROKER_URI: &str = "amqp://guest:guest@127.0.0.1:1//";
 
 /// The Python peer's URI: logcollect 0.14's own default has no password and
-/// cannot log in with amqp 1.4.9 (shared/reference/README.md, quirk 2).
+/// cannot log in with amqp 1.4.9 (tests/fixtures/python-0.14/README.md, quirk 2).
 pub const PYTHON_BROKER_URI: &str = "amqp://guest:guest@127.0.0.1:5672/";
 
 /// lapin URL of the admin connection. Heartbeats are off because its runtime

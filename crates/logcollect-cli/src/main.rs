@@ -40,10 +40,12 @@ const EXIT_FAILURE: u8 = 1;
 macro_rules! exit_codes {
     () => {
         "Exit codes:
-  0  success; also tail stopped by Ctrl-C, --count or a closed pipe
+  0  success; also tail stopped by Ctrl-C, --count, --timeout (without
+     --count) or a closed pipe
   1  failure: records not confirmed or unroutable, broker unreachable,
      a doctor check failed (the configuration check included), setup
-     found an incompatible exchange or queue
+     found an incompatible exchange or queue, tail's --timeout ran out
+     before --count records were printed
   2  usage or configuration error (bad flag, URI or LOGCOLLECT_* value)
   send -- COMMAND: the command's status when it failed (128+N when killed
      by signal N), else 1 if records were not confirmed, else 0;

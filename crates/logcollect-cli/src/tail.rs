@@ -29,6 +29,7 @@ Examples:
   logcollect tail
   logcollect tail --level warning --logger 'my_app::db*'
   logcollect tail --where user=ann --where job=nightly --count 10
+  logcollect tail --logger test --count 1 --timeout 30
   logcollect tail --json | jq .message
   LOGCOLLECT_EXCHANGE=logs logcollect tail --durable --bind '*.billing.#'
 
@@ -57,7 +58,9 @@ given must hold; a body that is not a JSON record is skipped by any filter.
 If the connection is lost (broker restart), tail says so on standard error,
 reconnects with backoff and subscribes again; records published meanwhile
 are not shown. Ctrl-C, --count and a closed pipe (`tail | head -1`) end it
-quietly with exit code 0; a broker that cannot be reached at start, 1.";
+quietly with exit code 0; a broker that cannot be reached at start, 1.
+--timeout SECS ends it after that long: with exit code 1 and a message when
+--count records have not all been printed by then, else quietly with 0.";
 
 #[derive(Debug, Args)]
 pub(crate) struct TailArgs {
@@ -84,6 +87,10 @@ pub(crate) struct TailArgs {
     /// Stop after N records (after filtering)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
+    /// Stop after SECS seconds; a failure (exit code 1) if --count records
+    /// have not all been printed by then
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: Option<u64>,
     /// Only records published after tail started. That is always so (the
     /// queue is new); the flag exists to say it explicitly
     #[arg(long)]
@@ -157,13 +164,33 @@ pub(crate) fn run(args: TailArgs) -> anyhow::Result<()> {
         count: args.count,
         layout: Layout::new(Style::new(color.enabled()), identity_keys),
     };
-    crate::runtime()?.block_on(async {
+    let mut printed = 0;
+    // `None`: the timeout ran out first.
+    let ended = crate::runtime()?.block_on(async {
         tokio::select! {
-            result = tail(&config, &mut plan) => result,
+            result = tail(&config, &mut plan, &mut printed) => Some(result),
             // Ctrl-C is how one stops tailing: success, quietly.
-            signal = tokio::signal::ctrl_c() => signal.context("cannot listen for Ctrl-C"),
+            signal = tokio::signal::ctrl_c() => Some(signal.context("cannot listen for Ctrl-C")),
+            () = sleep_for(args.timeout) => None,
         }
-    })
+    });
+    match (ended, plan.count) {
+        (Some(result), _) => result,
+        (None, Some(count)) => Err(anyhow!(
+            "--timeout {} s ran out with {printed} of {count} records printed (--count {count})",
+            args.timeout.unwrap_or_default()
+        )),
+        // Nothing was asked but to watch for that long.
+        (None, None) => Ok(()),
+    }
+}
+
+/// Sleeps `secs` seconds, or forever when there is no timeout.
+async fn sleep_for(secs: Option<u64>) {
+    match secs {
+        Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Why listening stopped.
@@ -179,16 +206,16 @@ enum Stop {
     Lost(anyhow::Error),
 }
 
-async fn tail(config: &Config, plan: &mut Plan) -> anyhow::Result<()> {
+/// Listens until `plan` is done, counting the records printed in `printed`.
+async fn tail(config: &Config, plan: &mut Plan, printed: &mut u64) -> anyhow::Result<()> {
     let name = format!("logcollect tail pid {}", std::process::id());
     // The first connection must work: a typo in the URI should fail at once,
     // not retry forever.
     let (mut conn, mut broker) = broker::connect_any(config, &name).await?;
-    let mut printed = 0;
     let mut subscribed = false;
     let mut backoff = Backoff::new(config);
     loop {
-        let stop = listen(&conn, &broker, config, plan, &mut printed, &mut subscribed).await;
+        let stop = listen(&conn, &broker, config, plan, printed, &mut subscribed).await;
         broker::close(&conn, "logcollect tail done").await;
         let why = match stop {
             Stop::Done => return Ok(()),

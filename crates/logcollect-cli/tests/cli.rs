@@ -282,6 +282,40 @@ fn tail_exits_0_when_its_reader_goes_away() {
 }
 
 #[test]
+fn tail_timeout_before_count_fails_saying_how_many_arrived() {
+    let ex = Exchange::new();
+    // Long enough for `send` to start and deliver on a busy machine: the
+    // test waits for the whole timeout either way.
+    let tail = Tail::start(&[
+        "--exchange",
+        &ex.0,
+        "--json",
+        "--count",
+        "2",
+        "--timeout",
+        "8",
+    ]);
+    send(&ex.0, "logstash", &["only one"]);
+    let (status, stdout, stderr) = tail.finish();
+    assert_eq!(status.code(), Some(1), "tail: {status}, stderr {stderr:?}");
+    assert_eq!(messages(&stdout), ["only one"], "{stdout}");
+    assert_eq!(
+        stderr,
+        ["logcollect tail: --timeout 8 s ran out with 1 of 2 records printed (--count 2)"]
+    );
+}
+
+#[test]
+fn tail_timeout_without_count_ends_quietly() {
+    let ex = Exchange::new();
+    let tail = Tail::start(&["--exchange", &ex.0, "--timeout", "1"]);
+    let (status, stdout, stderr) = tail.finish();
+    assert!(status.success(), "tail: {status}, stderr {stderr:?}");
+    assert_eq!(stdout, "");
+    assert!(stderr.is_empty(), "{stderr:?}");
+}
+
+#[test]
 fn tail_exits_0_quietly_on_ctrl_c() {
     let ex = Exchange::new();
     let tail = Tail::start(&["--exchange", &ex.0]);

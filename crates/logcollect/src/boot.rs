@@ -111,6 +111,7 @@ fn filter_for<S>(shipper: &Shipper) -> impl tracing_subscriber::layer::Filter<S>
 /// does not disable events for the other layers. To ship `log` records
 /// too, install `tracing_log::LogTracer` (or call [`install_log`]).
 #[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub fn layer(config: Config) -> Result<(crate::LogcollectLayer, ShipperGuard), Error> {
     let shipper = Shipper::new(config)?;
     Ok((
@@ -121,6 +122,7 @@ pub fn layer(config: Config) -> Result<(crate::LogcollectLayer, ShipperGuard), E
 
 /// Installs only the `log` logger for `shipper`.
 #[cfg(feature = "log")]
+#[cfg_attr(docsrs, doc(cfg(feature = "log")))]
 pub fn install_log(shipper: &Shipper) -> Result<(), Error> {
     let logger = crate::LogcollectLogger::new(shipper.clone());
     let max = logger.max_level();

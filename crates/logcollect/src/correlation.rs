@@ -239,6 +239,7 @@ mod span {
     ///
     /// The id is used as given (this is for ids your code chooses); check
     /// ids from outside with [`is_valid`](super::is_valid).
+    #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
     pub fn scope(id: impl AsRef<str>) -> tracing::Span {
         let span = tracing::info_span!(
             target: "logcollect::correlation",
@@ -254,6 +255,7 @@ mod span {
     /// it to be shipped) and stores the id for [`current`]. This is how the
     /// request span of `logcollect-tower` and the task span of
     /// `logcollect-jobs` get theirs.
+    #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
     pub fn attach(span: &tracing::Span, id: &str) {
         span.record(FIELD, id);
         span.with_subscriber(|(span_id, dispatch)| {
@@ -271,6 +273,7 @@ mod span {
     ///
     /// Works across `.await` points: an instrumented future enters its span
     /// each time it is polled, on whichever thread polls it.
+    #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
     pub fn current() -> Option<String> {
         tracing::Span::current()
             .with_subscriber(|(span_id, dispatch)| {
@@ -287,6 +290,7 @@ mod span {
 }
 
 #[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub use span::{attach, current, scope};
 
 #[cfg(test)]

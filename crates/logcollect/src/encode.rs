@@ -30,7 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::filter::Level;
-use crate::record::{FieldValue, Record};
+use crate::record::{ExceptionInfo, FieldValue, Record};
 
 /// Fields we write ourselves; a user field with one of these names is renamed.
 pub(crate) const RESERVED_KEYS: &[&str] = &[
@@ -74,6 +74,14 @@ pub const RENAMED_KEY_PREFIX: &str = "extra_";
 const SEQ_CAP: u64 = 1000;
 /// Room kept for the truncation marker and closing brace.
 const MARKER_RESERVE: usize = 96;
+/// Nested values (arrays and objects in a field) deeper than this are sent
+/// as a string holding their JSON: Elasticsearch refuses objects nested
+/// deeper than 20 (`index.mapping.depth.limit`), and a bound keeps a
+/// pathological value from exhausting the caller's stack.
+const MAX_NESTING: usize = 20;
+/// Inside such a string, levels beyond this are written as `"…"`: the text
+/// stays bounded whatever the value's depth.
+const MAX_NESTING_TEXT: usize = 64;
 
 mod ecs;
 pub(crate) use ecs::check_ecs_extra_prefix;
@@ -549,8 +557,24 @@ impl Encoder {
     ) -> Option<RecordWriter<'e>> {
         // `try_with`: a record logged while this thread's locals are being
         // destroyed is dropped rather than panicking.
+        self.begin_at(level, logger, loc, Origin::default())
+    }
+
+    /// [`begin`](Self::begin) for a record made elsewhere, with its own time,
+    /// thread name or stack.
+    fn begin_at<'e>(
+        &'e self,
+        level: Level,
+        logger: &str,
+        loc: Location<'_>,
+        origin: Origin<'_>,
+    ) -> Option<RecordWriter<'e>> {
+        // `try_with`: a record logged while this thread's locals are being
+        // destroyed is dropped rather than panicking.
         let scratch = SCRATCH.try_with(ScratchSlot::take).ok().flatten()?;
-        Some(RecordWriter::start(self, scratch, level, logger, loc))
+        Some(RecordWriter::start(
+            self, scratch, level, logger, loc, origin,
+        ))
     }
 
     /// Encodes a hand-built [`Record`].
@@ -560,12 +584,53 @@ impl Encoder {
             line: r.line,
             module: r.module_path.as_deref(),
         };
-        let mut w = self.begin(r.level, &r.logger, loc)?;
+        let origin = Origin {
+            micros: r.timestamp.map(|t| {
+                // A time before 1970 is sent as 1970: the field stays a valid date.
+                t.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64
+            }),
+            thread: r.thread_name.as_deref(),
+            stack_info: r.stack_info.as_deref(),
+        };
+        let mut w = self.begin_at(r.level, &r.logger, loc, origin)?;
         w.message_str(&r.message);
         for (k, v) in &r.fields {
             w.value(k, v);
         }
+        if let Some(e) = &r.exception {
+            w.exception(e);
+        }
         Some(w.finish())
+    }
+}
+
+/// What a record made outside Rust brings of its own; `None` means "now",
+/// "this thread" and "no stack" (`null`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Origin<'a> {
+    /// Microseconds since the Unix epoch.
+    pub(crate) micros: Option<u64>,
+    pub(crate) thread: Option<&'a str>,
+    pub(crate) stack_info: Option<&'a str>,
+}
+
+impl Origin<'_> {
+    /// The record's time in microseconds since the Unix epoch.
+    fn micros(&self) -> u64 {
+        self.micros.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros() as u64
+        })
+    }
+
+    /// Appends the thread name as a JSON string.
+    fn push_thread(&self, buf: &mut Vec<u8>) {
+        match self.thread {
+            Some(name) => push_json_bytes(buf, cut(name)),
+            None => push_thread_name(buf),
+        }
     }
 }
 
@@ -656,9 +721,11 @@ pub(crate) struct RecordWriter<'e> {
     routing_key: String,
     has_message: bool,
     error_chain: Vec<String>,
-    /// ECS: the first error field's key and the length of its message at
-    /// the start of `Scratch::exc`.
-    ecs_error: Option<(String, usize)>,
+    /// ECS: the first error's type (its field name for a Rust error), the
+    /// length of its message at the start of `Scratch::exc`, and where its
+    /// stack trace starts there (0 for a Rust error, whose message opens its
+    /// `Caused by:` text; after the message for a Python traceback).
+    ecs_error: Option<(String, usize, usize)>,
 }
 
 impl Drop for RecordWriter<'_> {
@@ -676,14 +743,12 @@ impl<'e> RecordWriter<'e> {
         level: Level,
         logger: &str,
         loc: Location<'_>,
+        origin: Origin<'_>,
     ) -> Self {
         if let Some(parts) = enc.ecs.as_deref() {
-            return ecs::start(enc, parts, scratch, level, logger, loc);
+            return ecs::start(enc, parts, scratch, level, logger, loc, origin);
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let micros = now.as_micros() as u64;
+        let micros = origin.micros();
         let id = uuid::Uuid::now_v7();
         // Sized like this thread's last record, so a typical record is built
         // without growing its buffer (a regrowth copies and doubles it).
@@ -731,7 +796,11 @@ impl<'e> RecordWriter<'e> {
         }
         if e.stack_info {
             sep(&mut buf);
-            buf.extend_from_slice(b"\"stack_info\":null");
+            buf.extend_from_slice(b"\"stack_info\":");
+            match origin.stack_info {
+                Some(stack) => push_stack_info(&mut buf, stack),
+                None => buf.extend_from_slice(b"null"),
+            }
         }
         if !enc.process.is_empty() {
             sep(&mut buf);
@@ -740,7 +809,7 @@ impl<'e> RecordWriter<'e> {
         if e.thread {
             sep(&mut buf);
             buf.extend_from_slice(b"\"threadName\":");
-            push_thread_name(&mut buf);
+            origin.push_thread(&mut buf);
         }
         if let (true, Some(file)) = (e.pathname, loc.file) {
             sep(&mut buf);
@@ -991,7 +1060,42 @@ impl<'e> RecordWriter<'e> {
             FieldValue::U64(u) => self.u64(key, *u),
             FieldValue::F64(f) => self.f64(key, *f),
             FieldValue::Str(s) => self.str(key, s),
+            FieldValue::Array(_) | FieldValue::Object(_) => {
+                let kind = if matches!(v, FieldValue::Array(_)) {
+                    Kind::Arr
+                } else {
+                    Kind::Obj
+                };
+                if self.key(key, kind) {
+                    push_nested(&mut self.buf, v, 1);
+                    self.end_field();
+                }
+            }
         }
+    }
+
+    /// An exception that arrives already formatted (a Python traceback):
+    /// `exc_info` and `error_chain` (ECS: `error.*`), unless the record
+    /// already has an error.
+    pub(crate) fn exception(&mut self, e: &ExceptionInfo) {
+        if self.ecs_error.is_some()
+            || !self.error_chain.is_empty()
+            || !self.scratch().exc.is_empty()
+        {
+            return;
+        }
+        if self.enc.ecs.is_some() {
+            let s = self.scratch();
+            s.exc.clear();
+            s.exc.push_str(&e.message);
+            s.exc.push_str(&e.text);
+            let msg_len = e.message.len();
+            self.error_chain = e.chain.clone();
+            self.ecs_error = Some((e.type_name.clone(), msg_len, msg_len));
+            return;
+        }
+        self.scratch().exc.push_str(&e.text);
+        self.error_chain = e.chain.clone();
     }
 
     /// An error field: its message as the value; the first error of a record
@@ -1006,7 +1110,7 @@ impl<'e> RecordWriter<'e> {
             let (text, msg_len, chain) = error_text(err);
             self.scratch().exc = text;
             self.error_chain = chain;
-            self.ecs_error = Some((key.to_owned(), msg_len));
+            self.ecs_error = Some((key.to_owned(), msg_len, 0));
             return;
         }
         self.display(key, format_args!("{err}"));
@@ -1179,14 +1283,124 @@ fn error_text(err: &(dyn StdError + 'static)) -> (String, usize, Vec<String>) {
 
 /// `s` cut to [`MAX_HEAD_STR`] bytes on a character boundary.
 fn cut(s: &str) -> &str {
-    if s.len() <= MAX_HEAD_STR {
+    cut_to(s, MAX_HEAD_STR)
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+fn cut_to(s: &str, max: usize) -> &str {
+    if s.len() <= max {
         return s;
     }
-    let mut end = MAX_HEAD_STR;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
     &s[..end]
+}
+
+/// A `stack_info` text of at most [`MAX_HEAD_STR`] bytes: it sits in the
+/// record's fixed head, which must fit the smallest size cap. A longer one
+/// keeps its end, where Python puts the most recent calls, after `…`.
+fn push_stack_info(buf: &mut Vec<u8>, stack: &str) {
+    if stack.len() <= MAX_HEAD_STR {
+        push_json_bytes(buf, stack);
+        return;
+    }
+    let mut start = stack.len() - (MAX_HEAD_STR - '…'.len_utf8());
+    while !stack.is_char_boundary(start) {
+        start += 1;
+    }
+    buf.push(b'"');
+    push_json_content(buf, "…");
+    push_json_content(buf, &stack[start..]);
+    buf.push(b'"');
+}
+
+/// Appends a nested value (an element or member of an array or object
+/// field) as JSON. Keys get the top-level rewrites (`@`, `_`, `[` `]`)
+/// except the renaming of our own field names, which only matters at the
+/// top; a repeated key keeps its first value. Below [`MAX_NESTING`] levels
+/// the rest is a string holding its JSON.
+fn push_nested(buf: &mut Vec<u8>, v: &FieldValue, depth: usize) {
+    match v {
+        FieldValue::Null => buf.extend_from_slice(b"null"),
+        FieldValue::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),
+        FieldValue::I64(i) => {
+            if *i < 0 {
+                buf.push(b'-');
+            }
+            push_u64(buf, i.unsigned_abs());
+        }
+        FieldValue::U64(u) => push_u64(buf, *u),
+        FieldValue::F64(f) => push_f64(buf, *f),
+        FieldValue::Str(s) => push_json_bytes(buf, s),
+        FieldValue::Array(_) | FieldValue::Object(_) if depth >= MAX_NESTING => {
+            let mut inner = Vec::new();
+            push_nested_text(&mut inner, v, 0);
+            // The inner text is valid UTF-8 JSON: escape it as one string.
+            push_json_bytes(buf, &String::from_utf8_lossy(&inner));
+        }
+        FieldValue::Array(items) => push_items(buf, items, |buf, v| push_nested(buf, v, depth + 1)),
+        FieldValue::Object(members) => {
+            push_members(buf, members, |buf, v| push_nested(buf, v, depth + 1))
+        }
+    }
+}
+
+/// The JSON text of a value nested too deep, itself bounded at
+/// [`MAX_NESTING_TEXT`] levels.
+fn push_nested_text(buf: &mut Vec<u8>, v: &FieldValue, depth: usize) {
+    match v {
+        FieldValue::Array(_) | FieldValue::Object(_) if depth >= MAX_NESTING_TEXT => {
+            push_json_bytes(buf, "…");
+        }
+        FieldValue::Array(items) => {
+            push_items(buf, items, |buf, v| push_nested_text(buf, v, depth + 1))
+        }
+        FieldValue::Object(members) => {
+            push_members(buf, members, |buf, v| push_nested_text(buf, v, depth + 1))
+        }
+        scalar => push_nested(buf, scalar, 0),
+    }
+}
+
+/// `[v,…]`.
+fn push_items(
+    buf: &mut Vec<u8>,
+    items: &[FieldValue],
+    mut value: impl FnMut(&mut Vec<u8>, &FieldValue),
+) {
+    buf.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        value(buf, item);
+    }
+    buf.push(b']');
+}
+
+/// `{"k":v,…}` with cleaned keys, the first of repeated keys winning.
+fn push_members(
+    buf: &mut Vec<u8>,
+    members: &[(String, FieldValue)],
+    mut value: impl FnMut(&mut Vec<u8>, &FieldValue),
+) {
+    let mut seen = std::collections::HashSet::with_capacity(members.len());
+    buf.push(b'{');
+    for (k, v) in members {
+        let clean = sanitize_key(k, |_| false);
+        if !seen.insert(hash_key(&clean)) {
+            continue;
+        }
+        if seen.len() > 1 {
+            buf.push(b',');
+        }
+        push_json_bytes(buf, &clean);
+        buf.push(b':');
+        value(buf, v);
+    }
+    buf.push(b'}');
 }
 
 /// Appends this thread's name as a JSON string (cached per thread).
@@ -1461,6 +1675,9 @@ fn civil(secs: u64) -> [u8; 19] {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod record_origin_tests;
 
 #[cfg(test)]
 mod record_fields_tests {

@@ -63,6 +63,7 @@
 //! The routing key is `<routing_key>.<logger>` with `::` as `.`:
 //! `logstash.my_app.db`; bind Logstash's queue with `logstash.#`.
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod encode;
@@ -94,9 +95,11 @@ pub use encode::{
 pub use error::{Error, ErrorKind, ShutdownError};
 pub use filter::{Filter, Level};
 #[cfg(feature = "log")]
+#[cfg_attr(docsrs, doc(cfg(feature = "log")))]
 pub use front::log::LogcollectLogger;
 #[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub use front::tracing::LogcollectLayer;
-pub use record::{FieldValue, Record};
+pub use record::{ExceptionInfo, FieldValue, Record};
 pub use ship::{Shipper, ShipperBuilder, ShipperGuard, Stats, DEFAULT_THREAD_NAME};
 pub use uri::{BrokerList, BrokerUri, DEFAULT_BROKER_URI};

@@ -2,6 +2,8 @@
 //! integrations, tests). The `log` and `tracing` front-ends encode straight
 //! from their borrowed data and never build one of these.
 
+use std::time::SystemTime;
+
 use crate::filter::Level;
 
 /// A structured field value.
@@ -21,6 +23,12 @@ pub enum FieldValue {
     F64(f64),
     /// A string.
     Str(String),
+    /// A JSON array, for values that arrive nested (a Python `list`).
+    Array(Vec<FieldValue>),
+    /// A JSON object, keys in order (a Python `dict`). Keys get the same
+    /// rewrites as top-level keys (`@x` → `at_x`, `[` `]` → `_`); a repeated
+    /// key keeps its first value.
+    Object(Vec<(String, FieldValue)>),
 }
 
 impl From<&str> for FieldValue {
@@ -101,6 +109,31 @@ pub struct Record {
     pub line: Option<u32>,
     /// Module path, if known.
     pub module_path: Option<String>,
+    /// When the record was made (default: when it is submitted). A record
+    /// that arrives from elsewhere (a Python `LogRecord`) keeps its own time.
+    pub timestamp: Option<SystemTime>,
+    /// The `threadName` field (default: the submitting thread's name).
+    pub thread_name: Option<String>,
+    /// The `stack_info` field (default `null`, as the Python library).
+    pub stack_info: Option<String>,
+    /// An exception that arrives already formatted (a Python traceback).
+    pub exception: Option<ExceptionInfo>,
+}
+
+/// An exception described in words, for records made outside Rust: the
+/// `logcollect` profile sends `text` as `exc_info` and `chain` as
+/// `error_chain`; ECS sends `error.type`, `error.message` and
+/// `error.stack_trace`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExceptionInfo {
+    /// The exception's type name (`ValueError`).
+    pub type_name: String,
+    /// Its message (`str(exc)` in Python).
+    pub message: String,
+    /// The whole formatted text (a Python traceback).
+    pub text: String,
+    /// The messages of the exceptions that caused it, nearest first.
+    pub chain: Vec<String>,
 }
 
 impl Record {
@@ -114,6 +147,10 @@ impl Record {
             file: None,
             line: None,
             module_path: None,
+            timestamp: None,
+            thread_name: None,
+            stack_info: None,
+            exception: None,
         }
     }
 

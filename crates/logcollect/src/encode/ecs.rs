@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 
 use super::{
-    cut, hash_key, json_len, push_json_bytes, push_json_str, push_json_truncated, push_thread_name,
-    push_u64, sanitize_key, write_timestamp, Encoded, Encoder, Kind, Location, RecordWriter,
-    Scratch, TypeTracker, SCRATCH,
+    cut, cut_to, hash_key, json_len, push_json_bytes, push_json_str, push_json_truncated, push_u64,
+    sanitize_key, write_timestamp, Encoded, Encoder, Kind, Location, Origin, RecordWriter, Scratch,
+    TypeTracker, SCRATCH,
 };
 use crate::config::Config;
 use crate::filter::Level;
@@ -206,11 +206,9 @@ pub(super) fn start<'e>(
     level: Level,
     logger: &str,
     loc: Location<'_>,
+    origin: Origin<'_>,
 ) -> RecordWriter<'e> {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64;
+    let micros = origin.micros();
     let id = uuid::Uuid::now_v7();
     let mut buf = Vec::with_capacity(512 + parts.mid.len());
     buf.extend_from_slice(b"{\"@timestamp\":\"");
@@ -244,7 +242,7 @@ pub(super) fn start<'e>(
     buf.extend_from_slice(id.hyphenated().encode_lower(&mut tmp).as_bytes());
     buf.extend_from_slice(b"\"}");
     buf.extend_from_slice(parts.process.as_bytes());
-    push_thread_name(&mut buf);
+    origin.push_thread(&mut buf);
     buf.extend_from_slice(b"}}");
     let head_end = buf.len();
     RecordWriter {
@@ -365,11 +363,14 @@ pub(super) fn finish(mut w: RecordWriter<'_>) -> Encoded {
         specials.extend_from_slice(r);
         specials.extend_from_slice(b"}}");
     }
-    let error = w.ecs_error.as_ref().map(|(key, msg_len)| ErrorParts {
-        kind: cut_to(key, 128),
-        message: &scratch.exc[..*msg_len],
-        stack_trace: &scratch.exc,
-    });
+    let error = w
+        .ecs_error
+        .as_ref()
+        .map(|(key, msg_len, trace_start)| ErrorParts {
+            kind: cut_to(key, 128),
+            message: &scratch.exc[..*msg_len],
+            stack_trace: &scratch.exc[*trace_start..],
+        });
 
     let mut tree = Tree::default();
     for u in &users {
@@ -485,18 +486,6 @@ fn truncate(
 /// `,"part":{` per part, its value, and room for a `.value` move.
 fn field_cost(u: &UserField) -> usize {
     u.path.iter().map(|p| json_len(p) + 3).sum::<usize>() + (u.val.1 - u.val.0) + 12
-}
-
-/// `s` cut to at most `max` bytes on a character boundary.
-fn cut_to(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// An id field's value as a JSON string: strings as they are, numbers

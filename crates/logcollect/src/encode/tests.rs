@@ -1,5 +1,5 @@
 //! Tests of the Logstash JSON encoder: golden comparison with the Python
-//! library's recorded output (`/work/shared/reference`), timestamp and `seq`,
+//! library's recorded output (`tests/fixtures/python-0.14`), timestamp and `seq`,
 //! key guards, value conversion, the size cap, error chains, re-entrancy, and
 //! property tests of the "always exactly one valid JSON object" promise.
 
@@ -9,8 +9,12 @@ use crate::config::ConfigBuilder;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
-/// The recorded Python output (crates/logcollect → /work/shared/reference).
-const REF_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/");
+/// The recorded Python output, kept at the workspace root
+/// (`tests/fixtures/python-0.14/README.md` says how it was recorded).
+const REF_DIR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/python-0.14/"
+);
 
 /// The activity identity of the reference recordings.
 const IDENTITY: [(&str, &str); 2] = [("project", "demo"), ("application", "backend")];

@@ -11,6 +11,7 @@ use crate::ship::{suppressed, Shipper};
 /// A `log::Log` that ships every record it accepts. Install it with
 /// [`boot::default_config`](crate::boot::default_config), or yourself with
 /// `log::set_boxed_logger(Box::new(LogcollectLogger::new(shipper)))`.
+#[cfg_attr(docsrs, doc(cfg(feature = "log")))]
 #[derive(Debug, Clone)]
 pub struct LogcollectLogger {
     shipper: Shipper,

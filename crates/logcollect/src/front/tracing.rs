@@ -24,6 +24,7 @@ use crate::ship::{suppressed, Shipper};
 /// tracing_subscriber::registry().with(layer).init();
 /// # Ok::<(), logcollect::Error>(())
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 #[derive(Debug, Clone)]
 pub struct LogcollectLayer {
     shipper: Shipper,
