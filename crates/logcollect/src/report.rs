@@ -95,7 +95,20 @@ impl Reporter {
 }
 
 /// Writes one `[logcollect] …` line to stderr, ignoring a closed stderr.
+///
+/// The line goes out in one `write` on a duplicate of the stderr descriptor,
+/// not through `std::io::stderr()`'s lock: a process forked while another
+/// thread held that lock (Celery's and gunicorn's workers fork) would block
+/// on it for ever in the child, and our shipper thread with it.
 pub(crate) fn eprint_line(msg: &str) {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "[logcollect] {msg}");
+    let line = format!("[logcollect] {msg}\n");
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd as _;
+        if let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() {
+            let _ = std::fs::File::from(fd).write_all(line.as_bytes());
+            return;
+        }
+    }
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
