@@ -128,7 +128,7 @@ pub const DEFAULT_IGNORED_TARGETS: &[&str] = &[
 /// | `level` | [`DEFAULT_LEVEL`] (`info`) | `LOGCOLLECT_LEVEL` |
 /// | `activity_identity` | empty | `LOGCOLLECT_ACTIVITY_IDENTITY` (`k=v,k=v`) |
 /// | `queue_capacity` | [`DEFAULT_QUEUE_CAPACITY`] (65,536) | `LOGCOLLECT_QUEUE_CAPACITY` |
-/// | `queue_max_bytes` | [`DEFAULT_QUEUE_MAX_BYTES`] (64 MiB) | `LOGCOLLECT_QUEUE_MAX_BYTES` |
+/// | `queue_max_bytes` | [`DEFAULT_QUEUE_MAX_BYTES`] (64 MiB, or four times `max_record_bytes` when that is more) | `LOGCOLLECT_QUEUE_MAX_BYTES` |
 /// | `shutdown_timeout` | [`DEFAULT_SHUTDOWN_TIMEOUT`] (5 s) | `LOGCOLLECT_SHUTDOWN_TIMEOUT` (seconds) |
 /// | `max_record_bytes` | [`DEFAULT_MAX_RECORD_BYTES`] (1 MiB) | `LOGCOLLECT_MAX_RECORD_BYTES` |
 /// | `confirm_window` | [`DEFAULT_CONFIRM_WINDOW`] (1,024) | `LOGCOLLECT_CONFIRM_WINDOW` |
@@ -808,7 +808,10 @@ impl ConfigBuilder {
         check(max_record_bytes <= 128 << 20, || {
             format!("max_record_bytes {max_record_bytes} is above RabbitMQ's 128 MiB message limit")
         })?;
-        let queue_max_bytes = self.queue_max_bytes.unwrap_or(DEFAULT_QUEUE_MAX_BYTES);
+        // Unset, it grows with a large record cap instead of refusing it.
+        let queue_max_bytes = self
+            .queue_max_bytes
+            .unwrap_or(DEFAULT_QUEUE_MAX_BYTES.max(max_record_bytes.saturating_mul(4)));
         check(queue_max_bytes / 4 >= max_record_bytes, || {
             format!(
                 "queue_max_bytes {queue_max_bytes} is below four times max_record_bytes ({max_record_bytes}): \
@@ -1065,6 +1068,67 @@ mod tests {
         assert_eq!(c.batch_max_bytes(), 1 << 20);
         assert_eq!(c.batch_format(), BatchFormat::JsonArray);
         assert!(!c.has_tls_ca() && !c.has_tls_client_cert());
+        assert_eq!(c.queue_max_bytes(), 64 << 20);
+        assert_eq!(c.heartbeat(), Duration::from_secs(5));
+        assert_eq!(c.liveness_timeout(), Duration::from_secs(10));
+        assert_eq!(c.wake_interval(), Duration::from_millis(1));
+        // Unset, the byte bound grows with a large record cap.
+        let big = Config::builder()
+            .max_record_bytes(64 << 20)
+            .build()
+            .unwrap();
+        assert_eq!(big.queue_max_bytes(), 256 << 20);
+    }
+
+    #[test]
+    fn liveness_and_memory_settings_from_code_and_env() {
+        let c = Config::builder()
+            .env_from(env(&[
+                ("LOGCOLLECT_QUEUE_MAX_BYTES", "8000000"),
+                ("LOGCOLLECT_HEARTBEAT", "2"),
+                ("LOGCOLLECT_LIVENESS_TIMEOUT", "3.5"),
+            ]))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(c.queue_max_bytes(), 8_000_000);
+        assert_eq!(c.heartbeat(), Duration::from_secs(2));
+        assert_eq!(c.liveness_timeout(), Duration::from_millis(3500));
+        let err = |b: ConfigBuilder| b.build().unwrap_err().to_string();
+        assert!(
+            err(Config::builder().queue_max_bytes(1 << 20)).contains("four times max_record_bytes")
+        );
+        assert!(
+            err(Config::builder().liveness_timeout(Duration::from_millis(10)))
+                .contains("below 100 ms")
+        );
+        assert!(err(Config::builder().wake_interval(Duration::from_secs(2))).contains("above 1 s"));
+    }
+
+    /// No value can make a deadline overflow later: absurd timeouts are
+    /// taken (they mean "for ever"); what cannot be a duration is refused.
+    #[test]
+    fn huge_timeouts_are_accepted_and_impossible_ones_refused() {
+        let c = Config::builder()
+            .env_from(env(&[("LOGCOLLECT_SHUTDOWN_TIMEOUT", "1e19")]))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(c.shutdown_timeout() > Duration::from_secs(1 << 62));
+        let c = Config::builder()
+            .shutdown_timeout(Duration::MAX)
+            .build()
+            .unwrap();
+        assert_eq!(c.shutdown_timeout(), Duration::MAX);
+        for bad in ["1e400", "-1", "NaN", "inf"] {
+            let e = Config::builder()
+                .env_from(env(&[("LOGCOLLECT_SHUTDOWN_TIMEOUT", bad)]))
+                .unwrap_err();
+            assert!(
+                e.to_string().contains("LOGCOLLECT_SHUTDOWN_TIMEOUT"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
