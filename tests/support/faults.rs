@@ -15,7 +15,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 
-use crate::{delete_exchange, AMQP_URL};
+use crate::{delete_exchange_at, AMQP_URL};
 
 pub const WAIT: Duration = Duration::from_secs(90);
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -170,8 +170,19 @@ pub fn drain_keyed(
     n: u64,
     number: impl Fn(&serde_json::Value) -> Option<u64>,
 ) -> (HashMap<u64, u32>, HashMap<String, u32>) {
+    drain_keyed_at(AMQP_URL, exchange, queue, n, number)
+}
+
+/// [`drain_keyed`] on the broker at `url` (a lapin URL).
+pub fn drain_keyed_at(
+    url: &str,
+    exchange: &str,
+    queue: &str,
+    n: u64,
+    number: impl Fn(&serde_json::Value) -> Option<u64>,
+) -> (HashMap<u64, u32>, HashMap<String, u32>) {
     let counts = rt().block_on(async {
-        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        let conn = Connection::connect(url, ConnectionProperties::default())
             .await
             .unwrap();
         let ch = conn.create_channel().await.unwrap();
@@ -212,6 +223,6 @@ pub fn drain_keyed(
         let _ = conn.close(200, "bye".into()).await;
         (by_i, by_id)
     });
-    delete_exchange(exchange);
+    delete_exchange_at(url, exchange);
     counts
 }
