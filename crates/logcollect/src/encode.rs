@@ -67,6 +67,10 @@ const MAX_HEAD_STR: usize = 1024;
 /// record's frame rather than its content (the CLI's `tail` does).
 pub const RECORD_FIELDS: &[&str] = RESERVED_KEYS.split_at(16).0;
 
+/// The field of the `logcollect` profile holding the record id, which
+/// Logstash uses as the Elasticsearch document id.
+pub(crate) const RECORD_ID_FIELD: &str = "record_id";
+
 /// Prefix given to a user key that collides with a reserved or identity key.
 pub const RENAMED_KEY_PREFIX: &str = "extra_";
 
