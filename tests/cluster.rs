@@ -20,18 +20,19 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use logcollect::{Level, Record, Shipper, Stats};
 use logcollect_tests::cluster::{Cluster, NODE_WAIT};
-use logcollect_tests::faults::{drain_keyed_at, rt, WAIT};
+use logcollect_tests::faults::{drain_keyed_at, durable_capture_at, stream_with, WAIT};
 use logcollect_tests::unique;
 
-/// Records streamed in each failover scenario: at the pace of
-/// `stream_with`, about 6 s of records, so the stream is still going when
-/// the stopped node closes its connections (2 to 4 s after `stop_app`).
+/// Records streamed in each failover scenario: at [`PACE`], about 6 s of
+/// records, so the stream is still going when the stopped node closes its
+/// connections (1 to 4 s after `stop_app` on this machine).
 const RECORDS: u64 = 10_000;
+/// Pause after every 100 records: about 1,700 records a second, below what
+/// a quorum queue takes here with three nodes on two cores.
+const PACE: Duration = Duration::from_millis(60);
 /// Processes of the fleet.
 const FLEET: usize = 20;
 
@@ -52,49 +53,12 @@ fn three_node_cluster() {
 /// A durable topic exchange and a quorum queue bound with `logstash.#`,
 /// declared through `node`.
 fn quorum_queue(cluster: &Cluster, node: &str, exchange: &str, queue: &str) {
-    let url = cluster.lapin_url(node);
-    rt().block_on(async {
-        let conn = Connection::connect(&url, ConnectionProperties::default())
-            .await
-            .expect("connect to the cluster");
-        let ch = conn.create_channel().await.unwrap();
-        ch.exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        ch.queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .unwrap();
-        ch.queue_bind(
-            queue.into(),
-            exchange.into(),
-            "logstash.#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        let _ = conn.close(200, "bye".into()).await;
-    });
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    durable_capture_at(&cluster.lapin_url(node), exchange, queue, args);
 }
 
 fn shipper(cluster: &Cluster, exchange: &str) -> Shipper {
@@ -165,28 +129,6 @@ fn watch(shipper: &Shipper, t0: Instant, before: &Stats, limit: Duration) -> Tim
     timeline
 }
 
-/// Logs `RECORDS` numbered records at a steady pace (about 1,700 a second,
-/// below what a quorum queue takes on this machine with three nodes on two
-/// cores) on another thread while `fault` runs on this one.
-fn stream_with<T>(shipper: &Shipper, fault: impl FnOnce() -> T) -> T {
-    std::thread::scope(|s| {
-        let producer = s.spawn(|| {
-            for i in 0..RECORDS {
-                assert!(
-                    shipper.submit(&Record::new(Level::Info, "cluster", "numbered").field("i", i)),
-                    "record {i} refused"
-                );
-                if i % 100 == 0 {
-                    std::thread::sleep(Duration::from_millis(60));
-                }
-            }
-        });
-        let out = fault();
-        producer.join().unwrap();
-        out
-    })
-}
-
 /// Missing and duplicated numbers at the queue (drained through `node`),
 /// checked: none missing, duplicates only as the same record id.
 fn count_at_queue(
@@ -224,7 +166,7 @@ fn connected_node_stops_mid_stream(cluster: &Cluster) {
     quorum_queue(cluster, &victim, &ex, &q);
     let was_leader = cluster.leader(&q) == victim;
     let before = shipper.stats();
-    let timeline = stream_with(&shipper, || {
+    let timeline = stream_with(&shipper, RECORDS, PACE, || {
         std::thread::sleep(Duration::from_millis(300));
         let t0 = Instant::now();
         std::thread::scope(|s| {
@@ -275,7 +217,7 @@ fn follower_node_stops_mid_stream(cluster: &Cluster) {
         .expect("three nodes: one is neither")
         .clone();
     let before = shipper.stats();
-    stream_with(&shipper, || {
+    stream_with(&shipper, RECORDS, PACE, || {
         std::thread::sleep(Duration::from_millis(300));
         cluster.stop_app(&victim);
     });

@@ -701,21 +701,10 @@ impl Doctor<'_> {
                 )
             }
         };
-        let options = ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        };
         let declared = self
             .bounded(async {
                 let channel = own.create_channel().await?;
-                channel
-                    .exchange_declare(
-                        hash.as_str().into(),
-                        ExchangeKind::Custom(shards::EXCHANGE_TYPE.to_owned()),
-                        options,
-                        Shards::exchange_arguments(),
-                    )
-                    .await
+                shards.declare_exchange(&channel).await
             })
             .await;
         broker::close(&own, "logcollect doctor done").await;

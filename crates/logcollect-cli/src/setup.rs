@@ -363,19 +363,7 @@ async fn declare_shards(
 ) -> anyhow::Result<()> {
     let hash = shards.exchange();
     let existed = exchange_exists(conn, &hash).await?;
-    let options = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    if let Err(e) = channel
-        .exchange_declare(
-            hash.as_str().into(),
-            ExchangeKind::Custom(shards::EXCHANGE_TYPE.to_owned()),
-            options,
-            Shards::exchange_arguments(),
-        )
-        .await
-    {
+    if let Err(e) = shards.declare_exchange(channel).await {
         let said = broker::reason(&e);
         if shards::is_unknown_exchange_type(&said) {
             return Err(anyhow!(

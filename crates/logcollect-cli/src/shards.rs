@@ -10,7 +10,9 @@
 //! Each queue is bound with the same weight, so each owns the same number of
 //! the exchange's hash buckets.
 
+use lapin::options::ExchangeDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
 
 use crate::broker::MAX_SHORT_STRING;
 use crate::UsageError;
@@ -81,6 +83,24 @@ impl Shards {
             AMQPValue::LongString(LongString::from(HASH_PROPERTY)),
         );
         args
+    }
+
+    /// Declares the consistent-hash exchange on `channel` as setup does:
+    /// durable, hashing the message id. A broker without the plugin closes
+    /// the connection ([`is_unknown_exchange_type`]).
+    pub(crate) async fn declare_exchange(&self, channel: &Channel) -> lapin::Result<()> {
+        let options = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                self.exchange().as_str().into(),
+                ExchangeKind::Custom(EXCHANGE_TYPE.to_owned()),
+                options,
+                Shards::exchange_arguments(),
+            )
+            .await
     }
 }
 
