@@ -84,7 +84,8 @@ pub(crate) struct DoctorArgs {
     queue: Option<String>,
     /// Check the layout of `setup --shards N` instead of one queue: the
     /// consistent-hash exchange and its plugin, and a consumer on every shard
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(2..=i64::from(shards::MAX_SHARDS)))]
+    /// (1: the one queue, as without the flag)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=i64::from(shards::MAX_SHARDS)))]
     shards: Option<u16>,
     /// How long each check may wait for the broker, in seconds [default: 5]
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
@@ -109,7 +110,12 @@ pub(crate) fn run(args: DoctorArgs) -> anyhow::Result<u8> {
         <ColorChoice as clap::ValueEnum>::from_str(s, true)
     })?;
     let queue = crate::setup::queue_name(args.queue)?;
-    let shards = args.shards.map(|n| Shards::new(&queue, n)).transpose()?;
+    // One shard is the one queue (`setup --shards 1` keeps it).
+    let shards = args
+        .shards
+        .filter(|n| *n > 1)
+        .map(|n| Shards::new(&queue, n))
+        .transpose()?;
     let timeout = args
         .timeout
         .unwrap_or(Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS));

@@ -242,4 +242,18 @@ fn doctor_checks_the_hash_exchange_and_every_shard() {
     let green = doctor(&["--shards", "3"]);
     assert_eq!(green.status.code(), Some(0), "{}", green.stdout);
     drop((one, two, three));
+    // One shard is the one queue, as without the flag.
+    let one_shard = doctor(&["--shards", "1"]);
+    assert!(
+        one_shard
+            .stdout
+            .contains(&format!("✗ consumer: queue \"{q}\" does not exist")),
+        "{}",
+        one_shard.stdout
+    );
+    assert!(
+        !one_shard.stdout.contains("shards:"),
+        "{}",
+        one_shard.stdout
+    );
 }
