@@ -88,6 +88,7 @@ pub(crate) struct Worker {
     /// travel on different channels): `(id, upto)`.
     early_markers: Vec<(u64, u64)>,
     shutdown: Option<(Instant, Option<std::sync::mpsc::SyncSender<u64>>)>,
+    /// The failover-list entry to connect to next (taken modulo its length).
     broker_idx: usize,
     spool: Option<Spool>,
     /// Positions in the spool: records ever written to it (those an earlier
@@ -123,6 +124,9 @@ impl Worker {
         counters: Arc<Counters>,
         reporter: Arc<Reporter>,
     ) -> Self {
+        // A random start spreads a fleet sharing one failover list over its
+        // brokers instead of piling every process onto the first.
+        let broker_idx = rand::random_range(0..cfg.brokers.len());
         Worker {
             cfg,
             rx,
@@ -136,7 +140,7 @@ impl Worker {
             flushes: Vec::new(),
             early_markers: Vec::new(),
             shutdown: None,
-            broker_idx: 0,
+            broker_idx,
             spool: None,
             spool_written: 0,
             spool_read: 0,
@@ -370,6 +374,9 @@ impl Worker {
                             );
                             self.counters.set_error(&msg);
                             self.reporter.report("lost", &msg);
+                            // The broker that dropped us may be going down:
+                            // try the next one (a single broker is retried).
+                            self.broker_idx = self.broker_idx.wrapping_add(1);
                             let _ = tokio::time::timeout(
                                 CLOSE_TIMEOUT,
                                 conn.close(320, "logcollect reconnecting".into()),
