@@ -170,7 +170,10 @@ fn two_shippers_with_different_profiles_never_mix() {
     let e = traced(&got_ecs, |b| &b["log"]["logger"]);
     assert_eq!(e["log"]["level"], "warn");
     assert_eq!(e["http"]["request"]["id"], "req-7");
-    assert_eq!(e["user"], "ann");
+    // `user` is an ECS object: a user's scalar `user` moves under `extra`.
+    assert_eq!(e["extra"]["user"], "ann");
+    assert!(e.get("user").is_none(), "{e}");
+    assert_eq!(e["data_stream"]["dataset"], "backend.log");
     assert_eq!(e["trace"]["id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(e["span"]["id"], "00f067aa0ba902b7");
     assert_eq!(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use logcollect::{Level, Record, Shipper};
 use logcollect_tests::faults::{
-    ctl, drain_counts, durable_capture, serial, wait_broker_up, Restore, WAIT,
+    ctl, drain_counts, durable_capture, serial, stream_with, wait_broker_up, Restore, WAIT,
 };
 use logcollect_tests::{config, unique};
 
@@ -57,26 +57,6 @@ fn shipper(exchange: &str, spool: Option<&std::path::Path>) -> Shipper {
         b = b.spool_dir(dir);
     }
     Shipper::new(b.build().unwrap()).unwrap()
-}
-
-/// Logs `n` numbered records at a steady pace on another thread while
-/// `fault` runs on this one; returns when both are done.
-fn stream_with(shipper: &Shipper, n: u64, pace: Duration, fault: impl FnOnce()) {
-    std::thread::scope(|s| {
-        let producer = s.spawn(|| {
-            for i in 0..n {
-                assert!(
-                    shipper.submit(&Record::new(Level::Info, "fault", "numbered").field("i", i)),
-                    "record {i} refused"
-                );
-                if i % 100 == 0 {
-                    std::thread::sleep(pace);
-                }
-            }
-        });
-        fault();
-        producer.join().unwrap();
-    });
 }
 
 #[test]

@@ -14,8 +14,9 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use logcollect::{Level, Record, Shipper};
 
-use crate::{delete_exchange, AMQP_URL};
+use crate::{delete_exchange_at, AMQP_URL};
 
 pub const WAIT: Duration = Duration::from_secs(90);
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -111,8 +112,14 @@ pub fn rt() -> tokio::runtime::Runtime {
 /// A durable queue bound to a durable topic exchange: it keeps what arrives
 /// while the broker restarts and nobody consumes.
 pub fn durable_capture(exchange: &str, queue: &str) {
+    durable_capture_at(AMQP_URL, exchange, queue, FieldTable::default());
+}
+
+/// [`durable_capture`] on the broker at `url` (a lapin URL), the queue
+/// declared with `arguments` (`x-queue-type` for a quorum queue…).
+pub fn durable_capture_at(url: &str, exchange: &str, queue: &str, arguments: FieldTable) {
     rt().block_on(async {
-        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        let conn = Connection::connect(url, ConnectionProperties::default())
             .await
             .unwrap();
         let ch = conn.create_channel().await.unwrap();
@@ -133,7 +140,7 @@ pub fn durable_capture(exchange: &str, queue: &str) {
                 durable: true,
                 ..Default::default()
             },
-            FieldTable::default(),
+            arguments,
         )
         .await
         .unwrap();
@@ -148,6 +155,28 @@ pub fn durable_capture(exchange: &str, queue: &str) {
         .unwrap();
         let _ = conn.close(200, "bye".into()).await;
     });
+}
+
+/// Logs `n` numbered records (field `i`) at a steady pace, `pace` after
+/// every 100, on another thread while `fault` runs on this one; returns
+/// what `fault` returned once both are done.
+pub fn stream_with<T>(shipper: &Shipper, n: u64, pace: Duration, fault: impl FnOnce() -> T) -> T {
+    std::thread::scope(|s| {
+        let producer = s.spawn(|| {
+            for i in 0..n {
+                assert!(
+                    shipper.submit(&Record::new(Level::Info, "fault", "numbered").field("i", i)),
+                    "record {i} refused"
+                );
+                if i % 100 == 0 {
+                    std::thread::sleep(pace);
+                }
+            }
+        });
+        let out = fault();
+        producer.join().unwrap();
+        out
+    })
 }
 
 /// Counts of each record number (field `i`) and of each record id in the
@@ -170,8 +199,19 @@ pub fn drain_keyed(
     n: u64,
     number: impl Fn(&serde_json::Value) -> Option<u64>,
 ) -> (HashMap<u64, u32>, HashMap<String, u32>) {
+    drain_keyed_at(AMQP_URL, exchange, queue, n, number)
+}
+
+/// [`drain_keyed`] on the broker at `url` (a lapin URL).
+pub fn drain_keyed_at(
+    url: &str,
+    exchange: &str,
+    queue: &str,
+    n: u64,
+    number: impl Fn(&serde_json::Value) -> Option<u64>,
+) -> (HashMap<u64, u32>, HashMap<String, u32>) {
     let counts = rt().block_on(async {
-        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        let conn = Connection::connect(url, ConnectionProperties::default())
             .await
             .unwrap();
         let ch = conn.create_channel().await.unwrap();
@@ -212,6 +252,6 @@ pub fn drain_keyed(
         let _ = conn.close(200, "bye".into()).await;
         (by_i, by_id)
     });
-    delete_exchange(exchange);
+    delete_exchange_at(url, exchange);
     counts
 }

@@ -2,6 +2,7 @@
 //! real broker, and a TCP proxy that can be started late or cut.
 #![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+pub mod cluster;
 pub mod faults;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -248,12 +249,17 @@ pub fn declare_exchange(exchange: &str, kind: ExchangeKind, durable: bool) {
 
 /// Deletes an exchange (clean-up for exchanges a test declared).
 pub fn delete_exchange(exchange: &str) {
+    delete_exchange_at(AMQP_URL, exchange);
+}
+
+/// [`delete_exchange`] on the broker at `url` (a lapin URL).
+pub fn delete_exchange_at(url: &str, exchange: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        if let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
+        if let Ok(conn) = Connection::connect(url, ConnectionProperties::default()).await {
             if let Ok(ch) = conn.create_channel().await {
                 let _ = ch
                     .exchange_delete(exchange.into(), Default::default())

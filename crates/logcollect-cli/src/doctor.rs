@@ -24,6 +24,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
 use logcollect::{BrokerUri, Config};
 
 use crate::broker::{self, Inequivalent};
+use crate::shards::{self, Shards};
 use crate::style::{self, ColorChoice, Style};
 use crate::{setting, Common, EXIT_FAILURE};
 
@@ -44,6 +45,7 @@ Examples:
   logcollect doctor
   LOGCOLLECT_BROKER_URI='amqps://app:secret@rabbit.example//logs' logcollect doctor
   logcollect doctor --queue logstash-prod --timeout 10
+  logcollect doctor --shards 4
 
 Checks, in order, one line each (✓ passed, ✗ failed with the fix, - skipped
 because an earlier check failed):
@@ -57,6 +59,11 @@ because an earlier check failed):
   binding         a queue is bound for <routing-key>.logcollect.doctor
                   (a probe published with `mandatory` is not returned)
   consumer        the queue Logstash reads (--queue) has a consumer
+  shards          with --shards N (the layout of `setup --shards N`), instead
+                  of the consumer check: the consistent-hash exchange
+                  <queue>.shards exists and its plugin is enabled...
+  consumer <q>    ...and every shard queue <queue>-shard-1 to -N has a
+                  consumer
   round trip      a record published to the exchange comes back on a
                   temporary queue bound with its exact routing key
 
@@ -75,6 +82,11 @@ pub(crate) struct DoctorArgs {
     /// [env: LOGCOLLECT_QUEUE] [default: logstash]
     #[arg(long, value_name = "NAME")]
     queue: Option<String>,
+    /// Check the layout of `setup --shards N` instead of one queue: the
+    /// consistent-hash exchange and its plugin, and a consumer on every shard
+    /// (1: the one queue, as without the flag)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=i64::from(shards::MAX_SHARDS)))]
+    shards: Option<u16>,
     /// How long each check may wait for the broker, in seconds [default: 5]
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     timeout: Option<Duration>,
@@ -98,6 +110,12 @@ pub(crate) fn run(args: DoctorArgs) -> anyhow::Result<u8> {
         <ColorChoice as clap::ValueEnum>::from_str(s, true)
     })?;
     let queue = crate::setup::queue_name(args.queue)?;
+    // One shard is the one queue (`setup --shards 1` keeps it).
+    let shards = args
+        .shards
+        .filter(|n| *n > 1)
+        .map(|n| Shards::new(&queue, n))
+        .transpose()?;
     let timeout = args
         .timeout
         .unwrap_or(Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS));
@@ -145,6 +163,7 @@ pub(crate) fn run(args: DoctorArgs) -> anyhow::Result<u8> {
     let doctor = Doctor {
         config: &config,
         queue,
+        shards,
         timeout,
     };
     crate::runtime()?.block_on(doctor.checks(&mut report))?;
@@ -230,6 +249,8 @@ enum ExchangeState {
 struct Doctor<'a> {
     config: &'a Config,
     queue: String,
+    /// `--shards`: check these queues, not `queue`.
+    shards: Option<Shards>,
     timeout: Duration,
 }
 
@@ -323,12 +344,17 @@ impl Doctor<'_> {
                 return Ok(());
             }
         };
-        let result = self.on_connection(&conn, report).await;
+        let result = self.on_connection(&conn, broker, report).await;
         broker::close(&conn, "logcollect doctor done").await;
         result
     }
 
-    async fn on_connection(&self, conn: &Connection, report: &mut Report) -> anyhow::Result<()> {
+    async fn on_connection(
+        &self,
+        conn: &Connection,
+        broker: &BrokerUri,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
         let exchange = self.exchange(conn, report).await?;
         let key = format!("{}.{}", self.config.routing_key(), DOCTOR_LOGGER);
         let ex = self.config.exchange();
@@ -368,7 +394,16 @@ impl Doctor<'_> {
             )?,
             ExchangeState::Unusable => report.skip("binding", "exchange unusable")?,
         }
-        self.consumer(conn, report).await?;
+        match &self.shards {
+            None => self.consumer(conn, report, "consumer", &self.queue).await?,
+            Some(shards) => {
+                self.shard_exchange(conn, broker, shards, report).await?;
+                for (_, queue) in shards.queues() {
+                    self.consumer(conn, report, &format!("consumer {queue}"), &queue)
+                        .await?;
+                }
+            }
+        }
         if exchange == ExchangeState::Exists {
             match self.bounded(self.round_trip(conn, &key)).await {
                 Ok(elapsed) => report.pass(
@@ -568,8 +603,17 @@ impl Doctor<'_> {
         Ok(confirm)
     }
 
-    async fn consumer(&self, conn: &Connection, report: &mut Report) -> anyhow::Result<()> {
-        let queue = self.queue.as_str();
+    async fn consumer(
+        &self,
+        conn: &Connection,
+        report: &mut Report,
+        check: &str,
+        queue: &str,
+    ) -> anyhow::Result<()> {
+        let setup = match &self.shards {
+            None => "logcollect setup".to_owned(),
+            Some(s) => format!("logcollect setup --shards {}", s.count()),
+        };
         let passive = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
@@ -584,7 +628,7 @@ impl Doctor<'_> {
             .await;
         match found {
             Ok(q) if q.consumer_count() > 0 => report.pass(
-                "consumer",
+                check,
                 format!(
                     "queue {queue:?} has {} ({} waiting)",
                     crate::count(q.consumer_count(), "consumer"),
@@ -592,27 +636,121 @@ impl Doctor<'_> {
                 ),
             ),
             Ok(q) => report.fail(
-                "consumer",
+                check,
                 format!(
                     "queue {queue:?} has no consumer ({} waiting)",
                     crate::count(q.message_count(), "message")
                 ),
                 format!(
                     "is Logstash running? Its rabbitmq input must consume queue {queue:?} \
-                     (`logcollect setup --print-only` prints one)"
+                     (`{setup} --print-only` prints the pipeline)"
                 ),
             ),
             Err(Failure::Amqp(e)) if broker::soft_error(&e) == Some(AMQPSoftError::NOTFOUND) => {
                 report.fail(
-                    "consumer",
+                    check,
                     format!("queue {queue:?} does not exist"),
-                    "run `logcollect setup`, or give the queue Logstash consumes with --queue",
+                    format!("run `{setup}`, or give the queue Logstash consumes with --queue"),
                 )
             }
             Err(why) => report.fail(
-                "consumer",
+                check,
                 format!("cannot look up queue {queue:?}: {why}"),
                 "grant the user permissions on the vhost (rabbitmqctl set_permissions)",
+            ),
+        }
+    }
+
+    /// The consistent-hash exchange of `setup --shards`: it exists, and
+    /// declaring it as setup does works, which proves the plugin is enabled
+    /// (a broker without it closes the connection: a connection of its own).
+    async fn shard_exchange(
+        &self,
+        conn: &Connection,
+        broker: &BrokerUri,
+        shards: &Shards,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        let hash = shards.exchange();
+        let setup = format!("run `logcollect setup --shards {}`", shards.count());
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        match self.declare_exchange(conn, &hash, passive).await {
+            Ok(()) => {}
+            Err(Failure::Amqp(e)) if broker::soft_error(&e) == Some(AMQPSoftError::NOTFOUND) => {
+                return report.fail(
+                    "shards",
+                    format!("exchange {hash:?} does not exist: no record reaches the shards"),
+                    setup,
+                );
+            }
+            Err(why) => {
+                return report.fail(
+                    "shards",
+                    format!("cannot look up exchange {hash:?}: {why}"),
+                    "grant the user permissions on the vhost (rabbitmqctl set_permissions)",
+                );
+            }
+        }
+        let name = format!("logcollect doctor pid {} (shards)", std::process::id());
+        let own = match logcollect::amqp::connect_within(self.config, broker, &name, self.timeout)
+            .await
+        {
+            Ok(own) => own,
+            Err(e) => {
+                return report.fail(
+                    "shards",
+                    format!("cannot open a second connection to check exchange {hash:?}: {e}"),
+                    "retry with a longer --timeout",
+                )
+            }
+        };
+        let declared = self
+            .bounded(async {
+                let channel = own.create_channel().await?;
+                shards.declare_exchange(&channel).await
+            })
+            .await;
+        broker::close(&own, "logcollect doctor done").await;
+        match declared {
+            Ok(()) => report.pass(
+                "shards",
+                format!(
+                    "exchange {hash:?} is a {} exchange (plugin {} enabled), hashing {}",
+                    shards::EXCHANGE_TYPE,
+                    shards::PLUGIN,
+                    shards::HASH_PROPERTY
+                ),
+            ),
+            Err(Failure::Amqp(e)) if shards::is_unknown_exchange_type(&broker::reason(&e)) => {
+                report.fail(
+                    "shards",
+                    format!(
+                        "the broker has no {} exchange type ({}): exchange {hash:?} routes nothing",
+                        shards::EXCHANGE_TYPE,
+                        broker::reason(&e)
+                    ),
+                    shards::enable_plugin(),
+                )
+            }
+            Err(Failure::Amqp(e))
+                if broker::soft_error(&e) == Some(AMQPSoftError::PRECONDITIONFAILED) =>
+            {
+                report.fail(
+                    "shards",
+                    format!(
+                        "exchange {hash:?} is not what setup declares ({})",
+                        broker::reason(&e)
+                    ),
+                    format!("delete it (`rabbitmqadmin delete exchange name={hash}`) and {setup}"),
+                )
+            }
+            Err(why) => report.fail(
+                "shards",
+                format!("cannot declare exchange {hash:?}: {why}"),
+                "grant the user configure permission on it (rabbitmqctl set_permissions)",
             ),
         }
     }

@@ -19,6 +19,7 @@ mod pipeline;
 mod select;
 mod send;
 mod setup;
+mod shards;
 mod style;
 mod tail;
 

@@ -5,14 +5,19 @@ use std::io::{self, Write as _};
 
 use anyhow::{anyhow, Context as _};
 use clap::{Args, ValueEnum as _};
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::protocol::AMQPSoftError;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ExchangeKind};
 use logcollect::{BatchFormat, Config};
 
 use crate::broker::{self, Inequivalent, MAX_SHORT_STRING};
-use crate::pipeline::{ArgValue, Codec, Pipeline, Profile, QueueSpec};
+use crate::pipeline::{
+    pipelines_yml, ArgValue, Codec, Pipeline, Profile, QueueSpec, Source, SHARD_WEIGHT,
+};
+use crate::shards::{self, Shards};
 use crate::{env_value, setting, Common, UsageError};
 
 /// The queue Logstash consumes, unless told otherwise.
@@ -26,6 +31,7 @@ Examples:
   LOGCOLLECT_DURABLE=true logcollect setup --max-length 1000000
   logcollect setup --quorum --queue logs --codec json_lines
   logcollect setup --print-only --profile ecs
+  logcollect setup --shards 4 --quorum > /etc/logstash/pipelines.yml
 
 Declares the topic exchange (with the durable and auto-delete settings the
 applications use), a durable queue (--queue) with the optional arguments
@@ -41,6 +47,17 @@ from its environment or keystore) and an elasticsearch output that uses the
 record id as document id, so a record delivered twice is stored once
 (--profile ecs: the id is event.id). What setup did goes to standard error.
 --print-only prints the pipeline without connecting.
+
+--shards N (2 to 64) spreads the records over N queues instead of one: a
+durable consistent-hash exchange <queue>.shards (plugin
+rabbitmq_consistent_hash_exchange, enabled on every node; it hashes each
+message's id, so the shards get even shares whatever logs them), the
+queues <queue>-shard-1 to -N bound to it with equal weights, and its
+binding to the exchange with <routing-key>.#. It then prints a
+pipelines.yml: one pipeline per shard, each with a persistent queue, to
+run in one Logstash or spread over several. --shards 1 keeps the one
+queue and prints it as a pipelines.yml with a persistent queue. Queues of
+an earlier layout that would still take records are named, not deleted.
 
 Exits 0 when everything is in place, 1 when the broker cannot be reached or
 an existing exchange or queue is incompatible, 2 on a usage error.";
@@ -72,6 +89,12 @@ pub(crate) struct SetupArgs {
     /// [env: LOGCOLLECT_ELASTICSEARCH] [default: http://localhost:9200]
     #[arg(long, value_name = "URL")]
     elasticsearch: Option<String>,
+    /// Spread the records over N queues, one Logstash pipeline each,
+    /// through a consistent-hash exchange (plugin
+    /// rabbitmq_consistent_hash_exchange) hashing the message id; print a
+    /// pipelines.yml with a persistent queue per pipeline
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=i64::from(shards::MAX_SHARDS)))]
+    shards: Option<u16>,
     /// Only print the pipeline; do not connect to the broker
     #[arg(long)]
     print_only: bool,
@@ -109,22 +132,56 @@ pub(crate) fn run(args: SetupArgs) -> anyhow::Result<()> {
     if elasticsearch.is_empty() {
         return Err(UsageError("--elasticsearch has no URL".to_owned()).into());
     }
+    let shards = args
+        .shards
+        .map(|n| Shards::new(&queue.name, n))
+        .transpose()?;
     if !args.print_only {
-        crate::runtime()?.block_on(declare(&config, &queue))?;
+        crate::runtime()?.block_on(declare(&config, &queue, shards.as_ref()))?;
     }
-    let pipeline = Pipeline {
+    let pipeline = |queue, source| Pipeline {
         brokers: config.brokers(),
         exchange: config.exchange(),
         exchange_durable: config.durable(),
         exchange_auto_delete: config.auto_delete(),
         routing_key: config.routing_key(),
-        queue: &queue,
+        queue,
+        source,
         codec,
         profile,
         elasticsearch: &elasticsearch,
     };
+    let text = match &shards {
+        None => pipeline(&queue, Source::Topic).render(),
+        Some(shards) if shards.count() == 1 => pipelines_yml(&[pipeline(&queue, Source::Topic)]),
+        Some(shards) => {
+            let exchange = shards.exchange();
+            let specs: Vec<(u16, QueueSpec)> = shards
+                .queues()
+                .map(|(index, name)| {
+                    let spec = QueueSpec {
+                        name,
+                        ..queue.clone()
+                    };
+                    (index, spec)
+                })
+                .collect();
+            let pipelines: Vec<Pipeline<'_>> = specs
+                .iter()
+                .map(|(index, spec)| {
+                    let source = Source::Shard {
+                        exchange: &exchange,
+                        index: *index,
+                        count: shards.count(),
+                    };
+                    pipeline(spec, source)
+                })
+                .collect();
+            pipelines_yml(&pipelines)
+        }
+    };
     let mut out = io::stdout().lock();
-    out.write_all(pipeline.render().as_bytes())
+    out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .context("cannot write to standard output")
 }
@@ -147,15 +204,38 @@ pub(crate) fn queue_name(flag: Option<String>) -> Result<String, UsageError> {
     Ok(name)
 }
 
-async fn declare(config: &Config, queue: &QueueSpec) -> anyhow::Result<()> {
+async fn declare(
+    config: &Config,
+    queue: &QueueSpec,
+    shards: Option<&Shards>,
+) -> anyhow::Result<()> {
     let name = format!("logcollect setup pid {}", std::process::id());
     let (conn, _broker) = broker::connect_any(config, &name).await?;
-    let result = declare_on(&conn, config, queue).await;
+    let result = declare_on(&conn, config, queue, shards).await;
     broker::close(&conn, "logcollect setup done").await;
     result
 }
 
-async fn declare_on(conn: &Connection, config: &Config, queue: &QueueSpec) -> anyhow::Result<()> {
+async fn declare_on(
+    conn: &Connection,
+    config: &Config,
+    queue: &QueueSpec,
+    shards: Option<&Shards>,
+) -> anyhow::Result<()> {
+    let channel = declare_exchange(conn, config).await?;
+    let key = format!("{}.#", config.routing_key());
+    match shards.filter(|s| s.count() > 1) {
+        None => {
+            declare_queue(conn, &channel, queue).await?;
+            bind_queue(&channel, &queue.name, config.exchange(), &key).await
+        }
+        Some(shards) => declare_shards(conn, &channel, config, queue, shards).await,
+    }
+}
+
+/// Our topic exchange, as the applications declare it; the channel it was
+/// declared on.
+async fn declare_exchange(conn: &Connection, config: &Config) -> anyhow::Result<Channel> {
     let exchange = config.exchange();
     let flags = format!(
         "topic, durable={}, auto_delete={}",
@@ -194,7 +274,15 @@ async fn declare_on(conn: &Connection, config: &Config, queue: &QueueSpec) -> an
              binding; set LOGCOLLECT_DURABLE=true for the applications and for setup"
         ));
     }
+    Ok(channel)
+}
 
+/// A durable queue with `queue`'s arguments.
+async fn declare_queue(
+    conn: &Connection,
+    channel: &Channel,
+    queue: &QueueSpec,
+) -> anyhow::Result<()> {
     // Passive first (on a channel of its own), to say "created" or "already
     // there", and how many messages a conflicting queue holds.
     let existing = queue_state(conn, &queue.name).await?;
@@ -235,27 +323,143 @@ async fn declare_on(conn: &Connection, config: &Config, queue: &QueueSpec) -> an
         crate::count(declared.message_count(), "message"),
         crate::count(declared.consumer_count(), "consumer")
     ));
+    Ok(())
+}
 
-    let key = format!("{}.#", config.routing_key());
+/// Binds queue `queue` to `exchange` with `key` (idempotent).
+async fn bind_queue(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+) -> anyhow::Result<()> {
     channel
         .queue_bind(
-            queue.name.as_str().into(),
+            queue.into(),
             exchange.into(),
-            key.as_str().into(),
+            key.into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await
         .with_context(|| {
-            format!(
-                "cannot bind queue {:?} to exchange {exchange:?} with {key}",
-                queue.name
-            )
+            format!("cannot bind queue {queue:?} to exchange {exchange:?} with {key}")
         })?;
     note(&format!(
-        "queue {:?} bound to exchange {exchange:?} with key {key}",
-        queue.name
+        "queue {queue:?} bound to exchange {exchange:?} with key {key}"
     ));
+    Ok(())
+}
+
+/// The consistent-hash exchange, the shard queues bound to it, then (so no
+/// record arrives before every shard is bound) its binding to our exchange;
+/// and a word on queues of an earlier layout that still take records.
+async fn declare_shards(
+    conn: &Connection,
+    channel: &Channel,
+    config: &Config,
+    queue: &QueueSpec,
+    shards: &Shards,
+) -> anyhow::Result<()> {
+    let hash = shards.exchange();
+    let existed = exchange_exists(conn, &hash).await?;
+    if let Err(e) = shards.declare_exchange(channel).await {
+        let said = broker::reason(&e);
+        if shards::is_unknown_exchange_type(&said) {
+            return Err(anyhow!(
+                "the broker has no {} exchange type ({said}); setup declared exchange {:?} and \
+                 nothing else. To fix: {}, then run setup again",
+                shards::EXCHANGE_TYPE,
+                config.exchange(),
+                shards::enable_plugin()
+            ));
+        }
+        return Err(match Inequivalent::parse(&said) {
+            Some(diff) => anyhow!(
+                "exchange {hash:?} already exists with {} {} where setup declares {}; setup \
+                 changed nothing there. To fix: delete it (`rabbitmqadmin delete exchange \
+                 name={hash}`) and run setup again, or pick another --queue",
+                diff.arg,
+                diff.current,
+                diff.wanted
+            ),
+            None => anyhow!(e).context(format!("cannot declare exchange {hash:?}")),
+        });
+    }
+    note(&format!(
+        "exchange {hash:?} ({}, durable, hash-property={}): {}",
+        shards::EXCHANGE_TYPE,
+        shards::HASH_PROPERTY,
+        if existed { "already there" } else { "declared" }
+    ));
+    for (_, name) in shards.queues() {
+        let shard = QueueSpec {
+            name,
+            ..queue.clone()
+        };
+        declare_queue(conn, channel, &shard).await?;
+        bind_queue(channel, &shard.name, &hash, SHARD_WEIGHT).await?;
+    }
+    let key = format!("{}.#", config.routing_key());
+    let exchange = config.exchange();
+    channel
+        .exchange_bind(
+            hash.as_str().into(),
+            exchange.into(),
+            key.as_str().into(),
+            ExchangeBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| {
+            format!("cannot bind exchange {hash:?} to exchange {exchange:?} with {key}")
+        })?;
+    note(&format!(
+        "exchange {hash:?} bound to exchange {exchange:?} with key {key}: {} shards",
+        shards.count()
+    ));
+    leftovers(conn, config, queue, shards).await
+}
+
+/// Queues of an earlier layout that still take records nobody may read:
+/// the unsharded queue (if still bound, it gets every record too), and
+/// shards beyond `shards` (bound to the hash exchange, they get their share).
+/// Reported, never deleted.
+async fn leftovers(
+    conn: &Connection,
+    config: &Config,
+    queue: &QueueSpec,
+    shards: &Shards,
+) -> anyhow::Result<()> {
+    if let Some((messages, consumers)) = queue_state(conn, &queue.name).await? {
+        note(&format!(
+            "queue {:?} of an unsharded setup is still there ({}, {}): while it is bound to \
+             exchange {:?} it gets every record besides the shards; once Logstash no longer \
+             reads it, delete it (`rabbitmqctl delete_queue {}`)",
+            queue.name,
+            crate::count(messages, "message"),
+            crate::count(consumers, "consumer"),
+            config.exchange(),
+            queue.name
+        ));
+    }
+    for extra in shards.count() + 1..=shards::MAX_SHARDS {
+        let name = shards.queue(extra);
+        if name.len() > MAX_SHORT_STRING {
+            break;
+        }
+        let Some((messages, consumers)) = queue_state(conn, &name).await? else {
+            break;
+        };
+        note(&format!(
+            "queue {name:?} of a setup with more shards is still there ({}, {}): while it is \
+             bound to exchange {:?} it gets its share of the records; once Logstash no longer \
+             reads it, delete it (`rabbitmqctl delete_queue {name}`)",
+            crate::count(messages, "message"),
+            crate::count(consumers, "consumer"),
+            shards.exchange()
+        ));
+    }
     Ok(())
 }
 

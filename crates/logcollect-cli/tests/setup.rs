@@ -200,7 +200,7 @@ fn settings_from_the_environment() {
     for want in [
         "    queue => \"envq\"\n",
         "    exchange => \"envex\"\n",
-        "    codec => \"json_lines\"\n",
+        "    codec => json_lines {\n",
         "    document_id => \"%{[event][id]}\"\n",
         "    hosts => [\"http://a:9200\", \"http://b:9200\"]\n",
     ] {

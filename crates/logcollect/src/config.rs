@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::encode::{Profile, DEFAULT_ECS_EXTRA_PREFIX, DEFAULT_ECS_SERVICE_KEY};
+use crate::encode::{Profile, DEFAULT_ECS_EXTRA_PREFIX, DEFAULT_ECS_SERVICE_KEY, RECORD_ID_FIELD};
 use crate::error::{Error, ErrorKind};
 use crate::filter::{Filter, Level};
 use crate::uri::{BrokerList, DEFAULT_BROKER_URI};
@@ -869,6 +869,17 @@ impl ConfigBuilder {
             check(!k.is_empty(), || {
                 "activity_identity has an empty key".to_owned()
             })?;
+            // Identity pairs win over every field of a record; this one
+            // would replace the record id, which Logstash uses as the
+            // Elasticsearch document id.
+            check(k != RECORD_ID_FIELD, || {
+                format!(
+                    "activity_identity key {RECORD_ID_FIELD:?} would replace every record's id, \
+                     which Logstash uses as the Elasticsearch document id: each record would \
+                     overwrite the last one's document. Rename the key (for example \
+                     \"source_record_id\")"
+                )
+            })?;
         }
         Ok(Config {
             brokers,
@@ -1229,6 +1240,7 @@ mod tests {
             Config::builder().level("loud"),
             Config::builder().reconnect_min(Duration::from_secs(60)),
             Config::builder().activity_identity([("", "x")]),
+            Config::builder().activity_identity([("record_id", "x")]),
         ];
         for b in cases {
             let e = b.build().unwrap_err();
@@ -1239,6 +1251,30 @@ mod tests {
             .build()
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidUri);
+    }
+
+    /// An identity pair wins over every field: `record_id` would give every
+    /// record one id, hence one Elasticsearch document between them.
+    #[test]
+    fn identity_may_not_replace_the_record_id() {
+        for b in [
+            Config::builder().activity_identity([("project", "p"), ("record_id", "x")]),
+            Config::builder()
+                .env_from(env(&[("LOGCOLLECT_ACTIVITY_IDENTITY", "record_id=x")]))
+                .unwrap(),
+        ] {
+            let e = b.build().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
+            let text = e.to_string();
+            for want in ["\"record_id\"", "document id", "Rename the key"] {
+                assert!(text.contains(want), "{want:?} not in {text}");
+            }
+        }
+        // Keys that merely contain it are fine.
+        Config::builder()
+            .activity_identity([("source_record_id", "x")])
+            .build()
+            .unwrap();
     }
 
     #[test]

@@ -67,6 +67,10 @@ const MAX_HEAD_STR: usize = 1024;
 /// record's frame rather than its content (the CLI's `tail` does).
 pub const RECORD_FIELDS: &[&str] = RESERVED_KEYS.split_at(16).0;
 
+/// The field of the `logcollect` profile holding the record id, which
+/// Logstash uses as the Elasticsearch document id.
+pub(crate) const RECORD_ID_FIELD: &str = "record_id";
+
 /// Prefix given to a user key that collides with a reserved or identity key.
 pub const RENAMED_KEY_PREFIX: &str = "extra_";
 
@@ -122,12 +126,12 @@ pub use ecs::{DEFAULT_ECS_EXTRA_PREFIX, DEFAULT_ECS_SERVICE_KEY, ECS_RESERVED_RO
 /// | `tags` | the `tags` setting |
 /// | `event.id` | the record id: UUIDv7, also the AMQP `message_id` |
 /// | `event.sequence` | `seq` of the `logcollect` profile |
-/// | `event.dataset` | `<service.name>.log`; absent without a service name |
+/// | `event.dataset`, `data_stream.dataset` | `<service.name>.log` as a data stream name accepts it (lowercase; `-` and characters index names refuse become `_`; at most 100 bytes), so Logstash writes each service to data stream `logs-<service>.log-default`; absent without a service name |
 /// | `error.type`, `error.message`, `error.stack_trace` | the first `dyn Error` field of a record: its field name (Rust has no runtime type name for a `dyn Error`), its message, and the message with its `Caused by:` chain |
 /// | `trace.id`, `span.id` | fields `trace_id` / `span_id`, else the parts of a valid W3C `traceparent` field |
 /// | `http.request.id` | field `request_id` |
 /// | other fields | as nested objects: `a.b` = 1 → `{"a":{"b":1}}` |
-/// | user fields under a root we write | moved under `ecs_extra_prefix` ([`DEFAULT_ECS_EXTRA_PREFIX`]: `extra`): `host` → `extra.host` |
+/// | user fields under any ECS root ([`ECS_RESERVED_ROOTS`]) | moved under `ecs_extra_prefix` ([`DEFAULT_ECS_EXTRA_PREFIX`]: `extra`): `host` → `extra.host`, `user` → `extra.user` |
 /// | truncation marker | `logcollect.truncated`, `logcollect.original_bytes`, `logcollect.dropped_fields` |
 ///
 /// The `type` setting and the module path have no ECS field and are not sent.
@@ -138,9 +142,10 @@ pub use ecs::{DEFAULT_ECS_EXTRA_PREFIX, DEFAULT_ECS_SERVICE_KEY, ECS_RESERVED_RO
 ///   key guards of the `logcollect` profile (`@x` → `at_x`, `_x` → `extra__x`,
 ///   `[` `]` → `_`); a path deeper than 10 parts has its tail joined with `_`
 ///   (Elasticsearch rejects objects nested deeper than 20).
-/// - A path whose first part is in [`ECS_RESERVED_ROOTS`] goes under
-///   `ecs_extra_prefix`, so user data never overwrites an ECS field nor
-///   changes its type.
+/// - A path whose first part is an ECS root ([`ECS_RESERVED_ROOTS`]: all
+///   44 of ECS 8.11, and `logcollect`) goes under `ecs_extra_prefix`, so
+///   user data never overwrites an ECS field nor changes its type; other
+///   user fields stay at the top level, beside ECS's, as ECS's custom fields.
 /// - `trace_id`, `span_id`, `traceparent` and `request_id` are taken as ECS
 ///   fields when they are strings or numbers of at most 256 bytes
 ///   (`traceparent` only when valid); otherwise they stay ordinary fields.

@@ -28,27 +28,96 @@ pub const DEFAULT_ECS_SERVICE_KEY: &str = "application";
 /// `extra_` renames of the `logcollect` profile.
 pub const DEFAULT_ECS_EXTRA_PREFIX: &str = "extra";
 
-/// First path parts that belong to the ECS fields we write (and to
-/// `data_stream`, which `logs-*` data streams route by). A user field
-/// starting with one of them goes under `ecs_extra_prefix`. `@timestamp`
-/// needs no entry: every key starting with `@` is rewritten to `at_…`.
+/// First path parts a user field may not have: every root of ECS 8.11 (the
+/// first part of every field of `generated/ecs/ecs_flat.yml` at elastic/ecs
+/// tag v8.11.0: 44 names), plus `logcollect`, which holds our truncation
+/// marker. A user field under one of them goes under `ecs_extra_prefix`:
+/// `user` = "ann" would be a scalar where ECS has the object `user`, and
+/// `url` = 3 a number where `url.*` are keywords; Elasticsearch's ECS
+/// mappings would reject the record. `@timestamp` never matches (every key
+/// starting with `@` is rewritten to `at_…`); it is listed as ECS lists it.
 pub const ECS_RESERVED_ROOTS: &[&str] = &[
-    "message",
-    "tags",
-    "labels",
+    "@timestamp",
+    "agent",
+    "client",
+    "cloud",
+    "container",
+    "data_stream",
+    "destination",
+    "device",
+    "dll",
+    "dns",
     "ecs",
-    "log",
-    "host",
-    "process",
-    "service",
+    "email",
     "error",
     "event",
-    "trace",
-    "span",
+    "faas",
+    "file",
+    "group",
+    "host",
     "http",
+    "labels",
+    "log",
+    "message",
+    "network",
+    "observer",
+    "orchestrator",
+    "organization",
+    "package",
+    "process",
+    "registry",
+    "related",
+    "rule",
+    "server",
+    "service",
+    "source",
+    "span",
+    "tags",
+    "threat",
+    "tls",
+    "trace",
+    "transaction",
+    "url",
+    "user",
+    "user_agent",
+    "vulnerability",
     "logcollect",
-    "data_stream",
 ];
+
+/// Longest `data_stream.dataset` (and `event.dataset`): ECS and
+/// Elasticsearch's data stream naming allow 100 bytes.
+const MAX_DATASET_BYTES: usize = 100;
+
+/// The dataset of a service's records, `<service>.log`, as ECS and
+/// Elasticsearch's data stream names accept it: lowercase, without `-`
+/// (ECS forbids it in a dataset: it separates the parts of the data stream's
+/// name) nor the characters index names refuse (`\ / * ? " < > | , # :`
+/// and space), each replaced with `_`; at most 100 bytes. `None` for an
+/// empty service name.
+pub(crate) fn dataset(service: &str) -> Option<String> {
+    if service.is_empty() {
+        return None;
+    }
+    let mut name: String = service
+        .to_lowercase()
+        .chars()
+        .map(|c| match c {
+            '-' | '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ',' | '#' | ':' => '_',
+            c if c.is_whitespace() || c.is_control() => '_',
+            c => c,
+        })
+        .collect();
+    let room = MAX_DATASET_BYTES - ".log".len();
+    if name.len() > room {
+        let mut end = room;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
+    name.push_str(".log");
+    Some(name)
+}
 
 /// User paths keep at most this many parts; deeper parts are joined with
 /// `_` into the last one. Elasticsearch rejects objects nested deeper than
@@ -106,7 +175,7 @@ pub(crate) struct FieldKey {
 /// Per-configuration fragments of the ECS head.
 #[derive(Debug)]
 pub(crate) struct EcsParts {
-    /// `,"ecs":{…},"host":{…}[,"service":{…}][,"labels":{…}],"tags":[…],"event":{["dataset":…,]`
+    /// `,"ecs":{…},"host":{…}[,"service":{…}][,"labels":{…}][,"data_stream":{…}],"tags":[…],"event":{["dataset":…,]`
     mid: String,
     /// `,"process":{"pid":N,"thread":{"name":`
     process: String,
@@ -156,6 +225,14 @@ impl EcsParts {
             }
             mid.push('}');
         }
+        let dataset = service.and_then(dataset);
+        if let Some(dataset) = &dataset {
+            // Logstash's elasticsearch output routes a record to the data
+            // stream its `data_stream` fields name: one per service.
+            mid.push_str(",\"data_stream\":{\"dataset\":");
+            push_json_str(&mut mid, dataset);
+            mid.push('}');
+        }
         mid.push_str(",\"tags\":[");
         for (i, t) in config.tags.iter().enumerate() {
             if i > 0 {
@@ -164,9 +241,10 @@ impl EcsParts {
             push_json_str(&mut mid, t);
         }
         mid.push_str("],\"event\":{");
-        if let Some(name) = service {
+        if let Some(dataset) = &dataset {
+            // ECS: `event.dataset` should equal `data_stream.dataset`.
             mid.push_str("\"dataset\":");
-            push_json_str(&mut mid, &format!("{name}.log"));
+            push_json_str(&mut mid, dataset);
             mid.push(',');
         }
         let process = format!(

@@ -209,6 +209,7 @@ fn golden_ecs_representative_record() {
         "host": {"hostname": "vm", "name": "vm"},
         "service": {"name": "backend"},
         "labels": {"project": "demo"},
+        "data_stream": {"dataset": "backend.log"},
         "tags": ["blue"],
         "event": {
             "dataset": "backend.log",
@@ -225,9 +226,8 @@ fn golden_ecs_representative_record() {
         "trace": {"id": "4bf92f3577b34da6a3ce929d0e0e4736"},
         "span": {"id": "00f067aa0ba902b7"},
         "http": {"request": {"id": "req-1"}},
-        "user": {"id": "u1"},
         "db": {"rows": 3, "ratio": 0.5, "cached": false, "note": null},
-        "extra": {"host": "other-host", "message": "user message"},
+        "extra": {"user": {"id": "u1"}, "host": "other-host", "message": "user message"},
         "at_meta": "x",
         "extra__id": "i",
         "correlation_id": "order-42"
@@ -347,6 +347,7 @@ fn no_service_key_in_identity_means_no_service_and_no_dataset() {
     let ob = one(&enc, |_| {});
     assert!(!ob.contains_key("service"));
     assert!(!ob["event"].as_object().unwrap().contains_key("dataset"));
+    assert!(!ob.contains_key("data_stream"));
     let enc = encoder(ecs_config().activity_identity(Vec::<(String, String)>::new()));
     let ob = one(&enc, |_| {});
     assert!(!ob.contains_key("labels"));
@@ -390,15 +391,15 @@ fn logcollect_only_settings_are_not_sent() {
 #[test]
 fn dotted_keys_become_nested_objects() {
     let ob = one(&ecs(), |w| {
-        w.str("url.path", "/a");
-        w.i64("url.port", 80);
+        w.str("req.path", "/a");
+        w.i64("req.port", 80);
         w.str("a..b", "double dot");
         w.str(".lead", "lead");
         w.str("trail.", "trail");
         w.str("...", "dots");
         w.str("x.y.z", "deep");
     });
-    assert_eq!(ob["url"], json!({"path": "/a", "port": 80}));
+    assert_eq!(ob["req"], json!({"path": "/a", "port": 80}));
     assert_eq!(ob["a"], json!({"b": "double dot"}));
     assert_eq!(ob["lead"], "lead");
     assert_eq!(ob["trail"], "trail");
@@ -437,6 +438,127 @@ fn key_guards_apply_to_every_part() {
     }
 }
 
+/// Every root of ECS 8.11: the first part (before the first `.`) of every
+/// key of `generated/ecs/ecs_flat.yml` in elastic/ecs at tag v8.11.0,
+/// without duplicates. To check it against another ECS version:
+/// `git show v8.11.0:generated/ecs/ecs_flat.yml | grep -E '^[^ ]' | tr -d "':" | cut -d. -f1 | sort -u`
+/// in a clone of elastic/ecs.
+const ECS_8_11_ROOTS: [&str; 44] = [
+    "@timestamp",
+    "agent",
+    "client",
+    "cloud",
+    "container",
+    "data_stream",
+    "destination",
+    "device",
+    "dll",
+    "dns",
+    "ecs",
+    "email",
+    "error",
+    "event",
+    "faas",
+    "file",
+    "group",
+    "host",
+    "http",
+    "labels",
+    "log",
+    "message",
+    "network",
+    "observer",
+    "orchestrator",
+    "organization",
+    "package",
+    "process",
+    "registry",
+    "related",
+    "rule",
+    "server",
+    "service",
+    "source",
+    "span",
+    "tags",
+    "threat",
+    "tls",
+    "trace",
+    "transaction",
+    "url",
+    "user",
+    "user_agent",
+    "vulnerability",
+];
+
+#[test]
+fn reserved_roots_are_every_ecs_8_11_root_and_ours() {
+    let reserved: HashSet<&str> = ECS_RESERVED_ROOTS.iter().copied().collect();
+    let ecs: HashSet<&str> = ECS_8_11_ROOTS.iter().copied().collect();
+    assert_eq!(ecs.len(), 44);
+    let missing: Vec<_> = ecs.difference(&reserved).collect();
+    assert!(
+        missing.is_empty(),
+        "ECS roots a user field may still take: {missing:?}"
+    );
+    let ours: Vec<_> = reserved.difference(&ecs).collect();
+    assert_eq!(
+        ours,
+        [&"logcollect"],
+        "roots that are neither ECS's nor ours"
+    );
+    assert_eq!(ECS_RESERVED_ROOTS.len(), reserved.len(), "listed twice");
+}
+
+/// The README's own example shipped `"user":"ann"`, a keyword where ECS
+/// maps the object `user`: every such field lands under `extra`.
+#[test]
+fn user_fields_never_take_an_ecs_root() {
+    let ob = one(&ecs(), |w| {
+        w.str("user", "ann");
+        w.i64("url", 3);
+        w.str("source", "cron");
+        w.str("file", "/tmp/x");
+        w.str("user_agent.name", "curl");
+        w.bool("threat", true);
+        w.str("order", "kept at the top");
+    });
+    for root in ECS_8_11_ROOTS {
+        if let Some(v) = ob.get(root) {
+            assert!(
+                !v.is_string() || ["@timestamp", "message"].contains(&root),
+                "{root} is {v}"
+            );
+        }
+    }
+    assert_eq!(
+        ob["extra"],
+        json!({"user": "ann", "url": 3, "source": "cron", "file": "/tmp/x",
+               "user_agent": {"name": "curl"}, "threat": true})
+    );
+    assert_eq!(ob["order"], "kept at the top");
+}
+
+#[test]
+fn datasets_are_valid_data_stream_names() {
+    assert_eq!(dataset("backend").as_deref(), Some("backend.log"));
+    assert_eq!(dataset("My-App").as_deref(), Some("my_app.log"));
+    assert_eq!(
+        dataset("a b/c\\d*e?f\"g<h>i|j,k#l:m\tn").as_deref(),
+        Some("a_b_c_d_e_f_g_h_i_j_k_l_m_n.log")
+    );
+    assert_eq!(dataset(""), None);
+    let long = dataset(&"é".repeat(80)).unwrap();
+    assert!(long.len() <= 100 && long.ends_with(".log"), "{long}");
+    assert_eq!(long.len(), 96 + 4, "cut on a character boundary");
+    // The record says it twice, as ECS asks (`event.dataset` equal to
+    // `data_stream.dataset`), so Logstash routes it to logs-<dataset>-default.
+    let enc = encoder(ecs_config().activity_identity([("application", "Billing-API")]));
+    let ob = one(&enc, |_| {});
+    assert_eq!(ob["data_stream"], json!({"dataset": "billing_api.log"}));
+    assert_eq!(ob["event"]["dataset"], "billing_api.log");
+    assert_eq!(ob["service"]["name"], "Billing-API");
+}
+
 #[test]
 fn fields_under_our_roots_go_under_the_extra_prefix() {
     for (b, prefix) in [
@@ -445,7 +567,7 @@ fn fields_under_our_roots_go_under_the_extra_prefix() {
     ] {
         let enc = encoder(b);
         let ob = one(&enc, |w| {
-            for root in ECS_RESERVED_ROOTS {
+            for root in ECS_RESERVED_ROOTS.iter().filter(|r| !r.starts_with('@')) {
                 w.str(root, &format!("user-{root}"));
             }
             w.str("log.level", "nested");
@@ -456,7 +578,8 @@ fn fields_under_our_roots_go_under_the_extra_prefix() {
             extra = &extra[*p];
         }
         for root in ECS_RESERVED_ROOTS {
-            if *root == "log" {
+            // `log` is checked below; `@timestamp` becomes `at_timestamp`.
+            if *root == "log" || root.starts_with('@') {
                 continue;
             }
             assert_eq!(extra[*root], format!("user-{root}"), "{root}");
@@ -690,18 +813,18 @@ fn many_big_fields_are_dropped_and_counted() {
     let mut w = enc.begin(Level::Info, "t", loc()).unwrap();
     w.message_str("short");
     for i in 0..30 {
-        w.str(&format!("group.f{i:02}"), &v);
+        w.str(&format!("batch.f{i:02}"), &v);
     }
     let out = w.finish();
     assert!(out.truncated && out.body.len() <= cap);
     let ob = parse(&out.body);
-    let kept = ob["group"].as_object().map_or(0, Map::len);
+    let kept = ob["batch"].as_object().map_or(0, Map::len);
     let dropped = ob["logcollect"]["dropped_fields"].as_u64().unwrap();
     assert!(kept > 0 && dropped > 0, "{kept} kept, {dropped} dropped");
     assert_eq!(kept as u64 + dropped, 30);
     assert_eq!(ob["message"], "short");
     // The kept ones are the first ones, in order.
-    let keys: Vec<_> = ob["group"].as_object().unwrap().keys().cloned().collect();
+    let keys: Vec<_> = ob["batch"].as_object().unwrap().keys().cloned().collect();
     let want: Vec<_> = (0..kept).map(|i| format!("f{i:02}")).collect();
     assert_eq!(keys, want);
 }

@@ -816,8 +816,20 @@ fn identity_replacing_every_builtin_still_gives_valid_json() {
         "module",
         "record_id",
     ];
-    let enc = encoder(
-        reference_config().activity_identity(builtins.iter().map(|k| (*k, format!("id-{k}")))),
+    // Config refuses `record_id` as an identity key; the encoder must stay
+    // valid without it all the same (every built-in replaced, the identity
+    // opens the object).
+    let with_identity = |b: ConfigBuilder, pairs: Vec<(String, String)>| {
+        let mut config = b.build().unwrap();
+        config.activity_identity = pairs;
+        Encoder::new(&config)
+    };
+    let enc = with_identity(
+        reference_config(),
+        builtins
+            .iter()
+            .map(|k| ((*k).to_owned(), format!("id-{k}")))
+            .collect(),
     );
     let l = Location {
         file: Some("f.rs"),
@@ -839,10 +851,12 @@ fn identity_replacing_every_builtin_still_gives_valid_json() {
     assert_eq!(ob.len(), builtins.len() + 1);
     assert_eq!(ob["u"], 1);
     // Truncated.
-    let enc = encoder(
-        reference_config()
-            .max_record_bytes(4096)
-            .activity_identity(builtins.iter().map(|k| (*k, "i"))),
+    let enc = with_identity(
+        reference_config().max_record_bytes(4096),
+        builtins
+            .iter()
+            .map(|k| ((*k).to_owned(), "i".to_owned()))
+            .collect(),
     );
     let mut w = enc.begin(Level::Info, "t", l).unwrap();
     w.str("big", &"x".repeat(10_000));
