@@ -724,8 +724,8 @@ fn symbolic_links_in_the_spool_are_refused() {
 fn a_spool_directory_linked_to_anothers_directory_is_refused_and_to_ours_is_fine() {
     let fs = MemFs::new();
     fs.create_dir_all(Path::new("/var/spool"), 0o755).unwrap();
-    fs.mkdir_owned(Path::new("/home/eve"), 1001, 0o700);
-    fs.symlink(Path::new("/home/eve"), dir());
+    fs.mkdir_owned(Path::new("/srv/eve"), 1001, 0o700);
+    fs.symlink(Path::new("/srv/eve"), dir());
     let err = open_err(&fs);
     assert_eq!(err.kind(), SpoolErrorKind::Refused);
     let fs = MemFs::new();
