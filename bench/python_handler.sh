@@ -8,7 +8,7 @@
 #
 # Each handler logs N × logger.info('msg %d', i) after one warm-up record
 # (it carries 0.14's connect); per-call times include the timer overhead,
-# as in shared/reference's measurements. For the Rust engine the line also
+# as in the measurements under tests/fixtures/python-0.14. For the Rust engine the line also
 # says how many records the broker confirmed (routed to a capped queue) by
 # the end of logging.shutdown(); 0.14 publishes without confirms to an
 # exchange with no queue. Venvs live in
