@@ -5,10 +5,10 @@
 //! `LogRecord` into a [`logcollect::Record`] and hands it to a
 //! [`logcollect::Shipper`].
 //!
-//! Fork safety: a [`Shipper`] belongs to the process that started it. After
+//! Fork safety: a `Shipper` (this module's wrapper) belongs to the process that started it. After
 //! a fork the child must never touch the parent's shipper (its mutexes may
 //! have been held by threads that do not exist in the child), nor drop it
-//! (that runs Rust destructors over that state). [`Shipper::submit`] refuses
+//! (that runs Rust destructors over that state). `Shipper::submit` refuses
 //! to run in another process, and a `Shipper` dropped in another process is
 //! leaked on purpose; the Python handler starts a fresh one in the child.
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
