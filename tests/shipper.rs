@@ -325,7 +325,9 @@ fn failover_list_skips_a_dead_broker() {
     shipper.flush(WAIT).unwrap();
     assert_eq!(cap.take(1, WAIT)[0].str("message"), "via the second broker");
     let s = shipper.stats();
-    assert_eq!(s.connect_failures, 1, "{s:?}");
+    // A process starts at a random broker of its list: the dead one was
+    // tried first, or not at all.
+    assert!(s.connect_failures <= 1, "{s:?}");
     assert_eq!(s.connects, 1);
     shipper.shutdown(WAIT).unwrap();
 }
