@@ -371,9 +371,19 @@ fn timestamp(created: f64) -> Option<SystemTime> {
     if !created.is_finite() || created < 0.0 {
         return None; // the shipper stamps it with the current time
     }
-    // Rounded to the nearest microsecond, as Python's datetime does.
-    let micros = (created * 1e6).round();
-    (micros < u64::MAX as f64).then(|| UNIX_EPOCH + Duration::from_micros(micros as u64))
+    // As CPython's datetime.fromtimestamp: the fraction alone is scaled and
+    // rounded half to even (scaling the whole value first loses the last
+    // microsecond to float precision at today's epoch seconds).
+    let secs = created.trunc();
+    let mut micros = ((created - secs) * 1e6).round_ties_even();
+    let mut secs = secs;
+    if micros >= 1e6 {
+        secs += 1.0;
+        micros -= 1e6;
+    }
+    (secs < u64::MAX as f64).then(|| {
+        UNIX_EPOCH + Duration::from_secs(secs as u64) + Duration::from_micros(micros as u64)
+    })
 }
 
 fn opt_str(v: &Bound<'_, PyAny>) -> Option<String> {
