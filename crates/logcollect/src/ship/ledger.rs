@@ -246,7 +246,9 @@ impl Ledger {
         self.unresolved.contains(seq)
     }
 
-    /// Waits for every record below `upto`, answering by `deadline`.
+    /// Waits for every record below `upto`, and for those an earlier process
+    /// left in the spool (they are older than anything accepted now),
+    /// answering by `deadline`.
     pub(crate) fn add_flush(
         &mut self,
         upto: u64,
@@ -275,8 +277,9 @@ impl Ledger {
             return;
         }
         let mark = self.watermark();
+        let inherited_settled = self.inherited_unsettled == 0;
         self.flushes.retain(|f| {
-            let answer = if mark >= f.upto {
+            let answer = if mark >= f.upto && inherited_settled {
                 Ok(())
             } else if now >= f.deadline {
                 Err(ShutdownError::Timeout)
@@ -292,8 +295,9 @@ impl Ledger {
     /// Answers every waiting flush: the shipper is stopping.
     pub(crate) fn end_flushes(&mut self) {
         let mark = self.watermark();
+        let inherited_settled = self.inherited_unsettled == 0;
         for f in self.flushes.drain(..) {
-            let answer = if mark >= f.upto {
+            let answer = if mark >= f.upto && inherited_settled {
                 Ok(())
             } else {
                 Err(ShutdownError::Timeout)

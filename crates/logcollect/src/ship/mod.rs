@@ -365,7 +365,8 @@ impl Shipper {
     }
 
     /// Waits until every record accepted before this call is confirmed by the
-    /// broker (or given up, with its cause in [`Stats`]), or `timeout` passes.
+    /// broker (or given up, with its cause in [`Stats`]), and so are the
+    /// records an earlier process left in the spool, or `timeout` passes.
     /// Blocks the calling thread (never the shipper), so it is safe inside any
     /// async runtime, though it does hold that runtime's thread while it waits.
     pub fn flush(&self, timeout: Duration) -> Result<(), ShutdownError> {
