@@ -668,14 +668,8 @@ async fn schedule(seed: u64, verbose: bool) -> Result<(), String> {
 
 /// Runs one seed on its own paused runtime; the failure, with how to replay it.
 fn run_seed(seed: u64, verbose: bool) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let local = tokio::task::LocalSet::new();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        local.block_on(&rt, schedule(seed, verbose))
+        super::sim::run_paused(schedule(seed, verbose))
     }));
     let outcome = match result {
         Ok(r) => r,

@@ -380,12 +380,7 @@ mod tests {
 
     #[test]
     fn only_a_parked_driver_or_a_batchs_worth_wakes() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        crate::ship::sim::run_paused(async {
             let i = intake(100, 1 << 20);
             let woken = |i: &Intake| {
                 let fut = i.woken();

@@ -399,12 +399,7 @@ mod tests {
 
     #[test]
     fn flush_answers_once_every_record_below_it_is_settled() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        crate::ship::sim::run_paused(async {
             let mut l = Ledger::default();
             l.took(0, 3);
             l.published(3);

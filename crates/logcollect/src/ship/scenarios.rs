@@ -114,6 +114,13 @@ impl Rig {
         }
     }
 
+    /// Flushes and waits for the answer, which must be Ok; the time it took.
+    async fn flushed(&self, limit: Duration) -> Duration {
+        let (answer, took) = self.wait(&self.flush(limit), limit).await;
+        assert_eq!(answer, Ok(()), "{:?}", self.stats());
+        took
+    }
+
     fn stats(&self) -> Stats {
         let (accepted, snap) = self.intake.snapshot();
         Stats::from_parts(accepted, &snap, [0; 4], 0)
@@ -128,12 +135,7 @@ impl Rig {
 }
 
 fn run(body: impl std::future::Future<Output = ()>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    tokio::task::LocalSet::new().block_on(&rt, body);
+    super::sim::run_paused(body);
 }
 
 #[test]
@@ -142,17 +144,11 @@ fn a_hung_broker_without_heartbeats_is_left_within_the_liveness_timeout() {
         // No heartbeat: the confirm watchdog alone must find the hang.
         let mut rig = Rig::start(SimNet::new(2, 1, Duration::ZERO), settings(2, 1));
         rig.log(100, 10);
-        let (answer, _) = rig
-            .wait(&rig.flush(Duration::from_secs(60)), Duration::from_secs(60))
-            .await;
-        assert_eq!(answer, Ok(()));
+        rig.flushed(Duration::from_secs(60)).await;
         let hung = rig.current_broker();
         rig.net.set_mode(hung, Mode::Hang);
         rig.log(100, 10);
-        let (answer, took) = rig
-            .wait(&rig.flush(Duration::from_secs(60)), Duration::from_secs(60))
-            .await;
-        assert_eq!(answer, Ok(()), "{:?}", rig.stats());
+        let took = rig.flushed(Duration::from_secs(60)).await;
         // 10 s of silence, then the next broker (its first backoff and
         // connect are well under a second).
         assert!(
@@ -170,10 +166,7 @@ fn a_hung_broker_is_found_by_heartbeats_when_nothing_is_in_flight() {
     run(async {
         let mut rig = Rig::start(SimNet::new(2, 2, Duration::from_secs(5)), settings(2, 2));
         rig.log(10, 10);
-        let (answer, _) = rig
-            .wait(&rig.flush(Duration::from_secs(60)), Duration::from_secs(60))
-            .await;
-        assert_eq!(answer, Ok(()));
+        rig.flushed(Duration::from_secs(60)).await;
         let hung = rig.current_broker();
         rig.net.set_mode(hung, Mode::Hang);
         // Quiet: no publish waits for a confirm; two heartbeats (10 s) tell.
@@ -205,13 +198,7 @@ fn a_broker_that_refuses_every_publish_sees_a_few_connections_per_minute() {
         assert!(s.rejected >= 1, "{s:?}");
         // Permission granted: everything left flows at once.
         rig.net.set_mode(0, Mode::Up);
-        let (answer, _) = rig
-            .wait(
-                &rig.flush(Duration::from_secs(120)),
-                Duration::from_secs(120),
-            )
-            .await;
-        assert_eq!(answer, Ok(()));
+        rig.flushed(Duration::from_secs(120)).await;
         let s = rig.stats();
         assert_eq!(s.confirmed + s.rejected, 1000, "{s:?}");
     });
@@ -225,10 +212,7 @@ fn a_record_over_max_message_size_is_rejected_and_the_records_behind_flow() {
         rig.log(50, 10);
         rig.log(1, 5000);
         rig.log(50, 10);
-        let (answer, _) = rig
-            .wait(&rig.flush(Duration::from_secs(60)), Duration::from_secs(60))
-            .await;
-        assert_eq!(answer, Ok(()));
+        rig.flushed(Duration::from_secs(60)).await;
         let s = rig.stats();
         assert_eq!((s.confirmed, s.rejected), (100, 1), "{s:?}");
         // One refusal among many in flight finds it, three alone give it up.

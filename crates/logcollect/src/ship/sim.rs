@@ -20,6 +20,18 @@ use super::transport::{
     Confirm, ConfirmFuture, ConnectFailure, Link, LinkDown, LinkEvent, Opened, Outgoing, Transport,
 };
 
+/// Runs `body` on a current-thread runtime whose clock is paused (it jumps
+/// to the next timer whenever every task waits), with a `LocalSet` for the
+/// simulation's single-threaded tasks.
+pub(crate) fn run_paused<F: Future>(body: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime");
+    tokio::task::LocalSet::new().block_on(&rt, body)
+}
+
 /// How a simulated broker behaves towards new and open links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
