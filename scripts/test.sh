@@ -23,6 +23,12 @@ echo "== cargo test (unit, doc, integration against the real broker)"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 cargo test --workspace --all-features 2>&1 | tee "$out"
+# Criterion runs each benchmark once when the bench is run as a test: the
+# peers' set-up (connect, fill the queue) and their sanity checks are then
+# tested too, so a bench that no longer works fails here, not on the day
+# someone measures.
+echo "== benchmarks run once (criterion test mode)"
+cargo test -q -p logcollect-bench --bench caller 2>&1 | tee -a "$out"
 echo "== examples build"
 cargo build -q --workspace --examples --bins
 echo "== Python package (crates/logcollect-py) on Python 3.12 and 3.11"
