@@ -14,6 +14,7 @@
 mod broker;
 mod doctor;
 mod exec;
+mod follow;
 mod output;
 mod pipeline;
 mod select;
