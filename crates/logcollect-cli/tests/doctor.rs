@@ -45,22 +45,7 @@ impl Doctor {
 
 #[test]
 fn all_green_on_a_set_up_broker() {
-    let mut names = Cleanup::default();
-    let ex = names.exchange("doctor-green");
-    let q = names.queue("doctor-green-q");
-    let setup = run(
-        logcollect(&[
-            "setup",
-            "--exchange",
-            &ex,
-            "--routing-key",
-            "rk",
-            "--queue",
-            &q,
-        ]),
-        "",
-    );
-    assert!(setup.status.success(), "setup: {}", setup.stderr);
+    let (_names, ex, q) = set_up("doctor-green", "rk");
     // Logstash's part: a consumer on the queue while doctor checks.
     let logstash = Consumer::start(&q);
     let doctor = Doctor::run(&["--exchange", &ex, "--routing-key", "rk", "--queue", &q]);
