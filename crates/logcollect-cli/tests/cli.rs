@@ -113,6 +113,10 @@ fn a_tail_that_reads_nothing_keeps_its_queue_at_the_cap() {
             tail.seen.push(note);
         }
     }
+    eprintln!(
+        "queue while blocked: {ready} ready, {unacked} unacknowledged; then {printed} printed, \
+         {skipped} skipped"
+    );
     assert_eq!(printed + skipped, RECORDS);
     assert!(skipped > 0, "nothing was skipped: {:?}", tail.seen);
 }
