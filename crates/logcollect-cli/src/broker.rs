@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::Connection;
 use logcollect::{BrokerUri, Config};
 
@@ -37,21 +36,7 @@ pub(crate) async fn close(conn: &Connection, why: &str) {
 /// The broker's own words for a refused operation (`NOT_FOUND - no exchange
 /// 'x' in vhost '/'`), or lapin's description of any other failure.
 pub(crate) fn reason(e: &lapin::Error) -> String {
-    match e.kind() {
-        lapin::ErrorKind::ProtocolError(p) => p.get_message().to_string(),
-        _ => e.to_string(),
-    }
-}
-
-/// The soft (channel-level) AMQP error of `e`, if it is one.
-pub(crate) fn soft_error(e: &lapin::Error) -> Option<AMQPSoftError> {
-    match e.kind() {
-        lapin::ErrorKind::ProtocolError(p) => match p.kind() {
-            AMQPErrorKind::Soft(soft) => Some(soft.clone()),
-            AMQPErrorKind::Hard(_) => None,
-        },
-        _ => None,
-    }
+    logcollect::amqp::reply_text(e).unwrap_or_else(|| e.to_string())
 }
 
 /// What a `PRECONDITION_FAILED` says differs between a declaration and the

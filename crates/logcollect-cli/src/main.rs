@@ -14,6 +14,7 @@
 mod broker;
 mod doctor;
 mod exec;
+mod follow;
 mod output;
 mod pipeline;
 mod select;
@@ -28,7 +29,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use logcollect::{Config, ConfigBuilder, ErrorKind, Level};
 
 /// Exit code of a usage or configuration error (clap uses it too).
@@ -102,7 +103,34 @@ enum Command {
     /// the matching Logstash pipeline.
     #[command(after_help = setup::AFTER_HELP)]
     Setup(setup::SetupArgs),
+    /// Print the completion script of a shell on standard output.
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of logcollect, or of one of its commands,
+    /// on standard output.
+    #[command(after_help = MAN_HELP)]
+    Man {
+        /// send, tail, doctor, setup or completions [default: the page of
+        /// logcollect itself, which lists them]
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
 }
+
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  logcollect completions bash > /etc/bash_completion.d/logcollect
+  logcollect completions zsh > \"${fpath[1]}/_logcollect\"
+  logcollect completions fish > ~/.config/fish/completions/logcollect.fish";
+
+const MAN_HELP: &str = "\
+Examples:
+  logcollect man | man -l -
+  logcollect man send > /usr/local/share/man/man1/logcollect-send.1";
 
 impl Command {
     fn name(&self) -> &'static str {
@@ -111,6 +139,8 @@ impl Command {
             Command::Tail(_) => "tail",
             Command::Doctor(_) => "doctor",
             Command::Setup(_) => "setup",
+            Command::Completions { .. } => "completions",
+            Command::Man { .. } => "man",
         }
     }
 }
@@ -281,6 +311,8 @@ fn main() -> ExitCode {
         Command::Tail(args) => tail::run(args).map(|()| 0),
         Command::Doctor(args) => doctor::run(args),
         Command::Setup(args) => setup::run(args).map(|()| 0),
+        Command::Completions { shell } => completions(shell).map(|()| 0),
+        Command::Man { command } => man(command.as_deref()).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -292,6 +324,48 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&err))
         }
     }
+}
+
+/// `logcollect completions SHELL`.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut text = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "logcollect", &mut text);
+    print_all(&text)
+}
+
+/// `logcollect man [COMMAND]`: the page of the command, or of logcollect.
+fn man(command: Option<&str>) -> anyhow::Result<()> {
+    let top = Cli::command();
+    let (page, title) = match command {
+        None => (top, "logcollect".to_owned()),
+        Some(name) => {
+            let Some(sub) = top.find_subcommand(name) else {
+                let names: Vec<&str> = top.get_subcommands().map(clap::Command::get_name).collect();
+                return Err(UsageError(format!(
+                    "no command {name:?}: expected one of {}",
+                    names.join(", ")
+                ))
+                .into());
+            };
+            // Named as man pages of subcommands are: logcollect-send(1).
+            let title = format!("logcollect-{}", sub.get_name());
+            (sub.clone().version(env!("CARGO_PKG_VERSION")), title)
+        }
+    };
+    let mut text = Vec::new();
+    clap_mangen::Man::new(page)
+        .title(title)
+        .render(&mut text)
+        .context("cannot render the manual page")?;
+    print_all(&text)
+}
+
+/// Writes `bytes` to standard output (a closed pipe is success, in `main`).
+fn print_all(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .context("cannot write to standard output")
 }
 
 /// `err` and its causes, `: `-separated as `{:#}` writes them, but without
@@ -332,7 +406,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory as _;
 
     #[test]
     fn cli_definition_is_valid() {

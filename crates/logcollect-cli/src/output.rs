@@ -13,6 +13,28 @@ use crate::style::{self, Paint, Style};
 /// `key=value` tail (the line shows timestamp, level, logger and message).
 use logcollect::RECORD_FIELDS as STANDARD_FIELDS;
 
+/// The fields of an ECS record's frame (what the library's ECS profile
+/// writes of its own), left out of the readable line as [`STANDARD_FIELDS`]
+/// are for flat records; dotted paths into the nested objects.
+const ECS_FRAME_FIELDS: &[&str] = &[
+    "@timestamp",
+    "message",
+    "log.level",
+    "log.logger",
+    "log.origin.file.name",
+    "log.origin.file.line",
+    "ecs.version",
+    "host.hostname",
+    "host.name",
+    "tags",
+    "event.sequence",
+    "event.id",
+    "event.dataset",
+    "data_stream.dataset",
+    "process.pid",
+    "process.thread.name",
+];
+
 /// Marks a message body that is not JSON, printed as it is.
 pub(crate) const NOT_JSON_MARKER: &str = "[not JSON]";
 /// Marks a JSON value that is not an object, printed as it is.
@@ -141,9 +163,15 @@ impl Layout {
 
     fn record(&mut self, record: &Map<String, Value>) -> String {
         let style = self.style;
+        let ecs = is_ecs(record);
         let timestamp = text_of(record, &["@timestamp"]).unwrap_or_else(|| "-".to_owned());
-        let level = text_of(record, &["levelname", "log.level"])
-            .map_or_else(|| "-".to_owned(), |l| one_line(&l).to_uppercase());
+        let level = match (ecs, level_of(record)) {
+            // ECS says `warn` where Python says `WARNING`: one spelling, so
+            // that a mixed stream reads (and aligns) alike.
+            (true, Some(level)) => level.to_string(),
+            _ => text_of(record, &["levelname", "log.level"])
+                .map_or_else(|| "-".to_owned(), |l| one_line(&l).to_uppercase()),
+        };
         let logger = text_of(record, &["logger", "log.logger"])
             .map_or_else(|| "-".to_owned(), |l| one_line(&l).into_owned());
         let message = match record.get("message") {
@@ -151,10 +179,18 @@ impl Layout {
             Some(Value::Null) | None => String::new(),
             Some(v) => v.to_string(),
         };
+        // Which fields the identity column shows: for ECS, where the
+        // library puts the identity (`labels.<key>`, the service key as
+        // `service.name`).
+        let mut shown: Vec<String> = Vec::new();
         let identity: Vec<String> = self
             .identity_keys
             .iter()
-            .filter_map(|k| record.get(k))
+            .filter_map(|k| {
+                let (path, value) = identity_value(record, k, ecs)?;
+                shown.push(path);
+                Some(value)
+            })
             .map(|v| one_line(&crate::select::value_text(v)).into_owned())
             .collect();
 
@@ -180,15 +216,79 @@ impl Layout {
         line.push_str(&pad(&logger, self.logger_width));
         line.push(' ');
         line.push_str(&message);
-        for (key, value) in record {
-            if STANDARD_FIELDS.contains(&key.as_str()) || self.identity_keys.contains(key) {
-                continue;
-            }
+        let mut fields = Vec::new();
+        if ecs {
+            // Nested objects as dotted keys (`http.request.method=GET`),
+            // the frame and the identity left out.
+            flatten("", record, &mut fields);
+            fields.retain(|(key, _)| {
+                !ECS_FRAME_FIELDS.contains(&key.as_str()) && !shown.contains(key)
+            });
+        } else {
+            fields.extend(
+                record
+                    .iter()
+                    .filter(|(key, _)| {
+                        !STANDARD_FIELDS.contains(&key.as_str())
+                            && !self.identity_keys.contains(*key)
+                    })
+                    .map(|(key, value)| (key.clone(), value)),
+            );
+        }
+        for (key, value) in fields {
             line.push(' ');
-            line.push_str(&style.paint(style::DIM, &format!("{}=", one_line(key))));
+            line.push_str(&style.paint(style::DIM, &format!("{}=", one_line(&key))));
             line.push_str(&field_value(value));
         }
         line
+    }
+}
+
+/// Whether `record` is in the ECS layout (the library's ECS profile, or
+/// any ECS logger): it declares `ecs.version`.
+fn is_ecs(record: &Map<String, Value>) -> bool {
+    matches!(record.get("ecs"), Some(Value::Object(ecs)) if ecs.contains_key("version"))
+}
+
+/// The identity value of `key` and the field path it came from: the
+/// top-level key; in an ECS record also `labels.<key>`, and `service.name`
+/// for the key the library makes the service (`application` by default).
+fn identity_value<'a>(
+    record: &'a Map<String, Value>,
+    key: &str,
+    ecs: bool,
+) -> Option<(String, &'a Value)> {
+    if let Some(v) = record.get(key) {
+        return Some((key.to_owned(), v));
+    }
+    if !ecs {
+        return None;
+    }
+    let label = format!("labels.{key}");
+    if let Some(v) = crate::select::lookup(record, &label) {
+        return Some((label, v));
+    }
+    if key == logcollect::DEFAULT_ECS_SERVICE_KEY {
+        if let Some(v) = crate::select::lookup(record, "service.name") {
+            return Some(("service.name".to_owned(), v));
+        }
+    }
+    None
+}
+
+/// Every leaf of `map` with its dotted path, in order; an empty object is
+/// a leaf of its own (`{}`), arrays are leaves.
+fn flatten<'a>(prefix: &str, map: &'a Map<String, Value>, out: &mut Vec<(String, &'a Value)>) {
+    for (key, value) in map {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            Value::Object(inner) if !inner.is_empty() => flatten(&path, inner, out),
+            _ => out.push((path, value)),
+        }
     }
 }
 
@@ -371,6 +471,38 @@ mod tests {
         assert_eq!(
             lines(body),
             [r#"t WARN     app: m log={"level":"warn","logger":"app"}"#]
+        );
+    }
+
+    #[test]
+    fn ecs_records_read_like_flat_ones() {
+        let body = br#"{"@timestamp":"2024-05-01T12:00:00.000001Z",
+            "log":{"level":"warn","logger":"app.db","origin":{"file":{"name":"a.rs","line":3}}},
+            "ecs":{"version":"8.11.0"},"host":{"hostname":"h","name":"h"},
+            "service":{"name":"api"},"labels":{"project":"gh","team":"ops"},
+            "data_stream":{"dataset":"api.log"},"tags":[],
+            "event":{"dataset":"api.log","sequence":1,"id":"0190"},
+            "process":{"pid":12,"thread":{"name":"main"}},"message":"disk full",
+            "http":{"request":{"method":"GET"}},"extra":{"user":"ann"},"n":1}"#;
+        let mut layout = Layout::new(
+            Style::new(false),
+            vec!["project".into(), "application".into()],
+        );
+        assert_eq!(
+            layout.line(&split(body)[0]),
+            "2024-05-01T12:00:00.000001Z WARNING  gh/api app.db: disk full \
+             extra.user=ann http.request.method=GET labels.team=ops n=1"
+        );
+        // The same record in the flat profile reads the same way.
+        let flat = br#"{"@timestamp":"2024-05-01T12:00:00.000001Z","@version":1,
+            "message":"disk full","host":"h","tags":[],"type":"Logstash","seq":1,
+            "levelname":"WARNING","logger":"app.db","stack_info":null,"process":12,
+            "threadName":"main","pathname":"a.rs","lineno":3,"module":null,"record_id":"0190",
+            "project":"gh","application":"api","team":"ops","http":"GET","user":"ann","n":1}"#;
+        assert_eq!(
+            layout.line(&split(flat)[0]),
+            "2024-05-01T12:00:00.000001Z WARNING  gh/api app.db: disk full \
+             http=GET n=1 team=ops user=ann"
         );
     }
 

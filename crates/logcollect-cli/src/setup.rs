@@ -11,6 +11,7 @@ use lapin::options::{
 use lapin::protocol::AMQPSoftError;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ExchangeKind};
+use logcollect::amqp::is_soft_error;
 use logcollect::{BatchFormat, Config};
 
 use crate::broker::{self, Inequivalent, MAX_SHORT_STRING};
@@ -259,9 +260,10 @@ async fn declare_exchange(conn: &Connection, config: &Config) -> anyhow::Result<
         )
         .await
     {
-        return Err(match broker::soft_error(&e) {
-            Some(AMQPSoftError::PRECONDITIONFAILED) => exchange_conflict(config, &e),
-            _ => anyhow!(e).context(format!("cannot declare exchange {exchange:?}")),
+        return Err(if is_soft_error(&e, AMQPSoftError::PRECONDITIONFAILED) {
+            exchange_conflict(config, &e)
+        } else {
+            anyhow!(e).context(format!("cannot declare exchange {exchange:?}"))
         });
     }
     note(&format!(
@@ -296,11 +298,10 @@ async fn declare_queue(
     let declared = match declared {
         Ok(q) => q,
         Err(e) => {
-            return Err(match broker::soft_error(&e) {
-                Some(AMQPSoftError::PRECONDITIONFAILED) => {
-                    queue_conflict(queue, existing.map(|(messages, _)| messages), &e)
-                }
-                _ => anyhow!(e).context(format!("cannot declare queue {:?}", queue.name)),
+            return Err(if is_soft_error(&e, AMQPSoftError::PRECONDITIONFAILED) {
+                queue_conflict(queue, existing.map(|(messages, _)| messages), &e)
+            } else {
+                anyhow!(e).context(format!("cannot declare queue {:?}", queue.name))
             });
         }
     };
@@ -485,7 +486,7 @@ async fn exchange_exists(conn: &Connection, exchange: &str) -> anyhow::Result<bo
         .await
     {
         Ok(()) => Ok(true),
-        Err(e) if broker::soft_error(&e) == Some(AMQPSoftError::NOTFOUND) => Ok(false),
+        Err(e) if is_soft_error(&e, AMQPSoftError::NOTFOUND) => Ok(false),
         Err(e) => Err(anyhow!(e).context(format!("cannot look up exchange {exchange:?}"))),
     }
 }
@@ -502,7 +503,7 @@ async fn queue_state(conn: &Connection, queue: &str) -> anyhow::Result<Option<(u
         .await
     {
         Ok(q) => Ok(Some((q.message_count(), q.consumer_count()))),
-        Err(e) if broker::soft_error(&e) == Some(AMQPSoftError::NOTFOUND) => Ok(None),
+        Err(e) if is_soft_error(&e, AMQPSoftError::NOTFOUND) => Ok(None),
         Err(e) => Err(anyhow!(e).context(format!("cannot look up queue {queue:?}"))),
     }
 }

@@ -2,17 +2,20 @@
 //! filtered, and re-subscribed after a lost connection.
 
 use std::io::{self, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use clap::Args;
 use futures_util::StreamExt as _;
 use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::protocol::AMQPSoftError;
-use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, Connection, ExchangeKind};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, Connection};
+use logcollect::amqp::is_soft_error;
 use logcollect::{BrokerUri, Config, Level};
 
 use crate::broker::{self, MAX_SHORT_STRING};
@@ -23,6 +26,29 @@ use crate::{env_value, parse_level, setting, Common, UsageError};
 
 /// Identity keys shown in their own column unless told otherwise.
 pub(crate) const DEFAULT_IDENTITY_KEYS: &str = "project,application,subsystem";
+/// Default `--max-length`: records the temporary queue keeps for a reader
+/// that is behind (`x-max-length`). At a few hundred bytes a record, a few
+/// MiB of the broker's memory; a screenful is all a person reads anyway.
+pub(crate) const DEFAULT_MAX_LENGTH: u32 = 10_000;
+/// Default `--max-bytes` (`x-max-length-bytes`): the same bound in bytes,
+/// for large records (up to `max_record_bytes`, 1 MiB by default, each).
+pub(crate) const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Messages the broker hands tail before it waits for acknowledgements:
+/// all that leaves the bounded queue while the terminal is slow. Enough
+/// to keep a fast terminal busy between round trips.
+const PREFETCH: u16 = 100;
+/// Lines waiting in tail's memory for standard output.
+const PRINT_BUFFER: usize = 256;
+/// How often tail looks again for an exchange that does not exist yet.
+const EXCHANGE_POLL: Duration = Duration::from_secs(1);
+/// Bounds of the queue that receives what the temporary queue drops, only
+/// to count it (its consumer never waits for the terminal). They matter
+/// only when tail itself stops (suspended): then at most this much waits.
+const SKIPPED_MAX_LENGTH: u32 = 100_000;
+const SKIPPED_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// How long tail, once done, waits for the lines it still holds to be
+/// written (a terminal that is paused would keep it forever).
+const PRINT_DRAIN: Duration = Duration::from_secs(2);
 
 pub(crate) const AFTER_HELP: &str = "\
 Examples:
@@ -38,6 +64,13 @@ this command, and the broker removes it (and its bindings) when tail exits.
 So tail shows the records published after it started (--since-start says so
 explicitly; the history is in Elasticsearch). Once it is bound, a line
 `listening on exchange X with binding Y` goes to standard error.
+
+Tail is safe on a production broker: it never creates the exchange (when it
+does not exist yet, tail says so and waits for it), and its queue is bounded.
+When the terminal (or `less`, or a paused pipe) reads slower than records
+arrive, the broker keeps at most --max-length records (--max-bytes bytes) for
+tail and drops the oldest; tail counts them and says `skipped N records`
+on standard error where the gap is.
 
 Readable lines are aligned columns:
   <@timestamp> <LEVEL> [<identity>] <logger>: <message> key=value...
@@ -103,6 +136,13 @@ pub(crate) struct TailArgs {
     /// set), always or never [env: LOGCOLLECT_COLOR] [default: auto]
     #[arg(long, value_name = "WHEN")]
     color: Option<ColorChoice>,
+    /// Records the broker keeps for tail while it is behind; older ones are
+    /// dropped (and counted) [default: 10000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_length: Option<u32>,
+    /// The same bound in bytes of message bodies [default: 67108864]
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
+    max_bytes: Option<u64>,
 }
 
 /// What to bind, what to keep and how to print it.
@@ -113,6 +153,13 @@ struct Plan {
     json: bool,
     count: Option<u64>,
     layout: Layout,
+    /// `x-max-length` and `x-max-length-bytes` of the temporary queue.
+    max_length: u32,
+    max_bytes: u64,
+    /// Records the broker dropped for us, counted as they arrive.
+    skipped: Arc<AtomicU64>,
+    /// How many of them were reported.
+    skipped_said: u64,
 }
 
 pub(crate) fn run(args: TailArgs) -> anyhow::Result<()> {
@@ -163,17 +210,29 @@ pub(crate) fn run(args: TailArgs) -> anyhow::Result<()> {
         json: args.json,
         count: args.count,
         layout: Layout::new(Style::new(color.enabled()), identity_keys),
+        max_length: args.max_length.unwrap_or(DEFAULT_MAX_LENGTH),
+        max_bytes: args.max_bytes.unwrap_or(DEFAULT_MAX_BYTES),
+        skipped: Arc::new(AtomicU64::new(0)),
+        skipped_said: 0,
     };
     let mut printed = 0;
-    // `None`: the timeout ran out first.
+    let mut printer = Printer::start()?;
+    // `None`: the timeout ran out first; `Some(None)`: Ctrl-C.
     let ended = crate::runtime()?.block_on(async {
         tokio::select! {
-            result = tail(&config, &mut plan, &mut printed) => Some(result),
+            result = tail(&config, &mut plan, &printer, &mut printed) => Some(Some(result)),
             // Ctrl-C is how one stops tailing: success, quietly.
-            signal = tokio::signal::ctrl_c() => Some(signal.context("cannot listen for Ctrl-C")),
+            signal = tokio::signal::ctrl_c() => match signal {
+                Ok(()) => Some(None),
+                Err(e) => Some(Some(Err(anyhow!(e).context("cannot listen for Ctrl-C")))),
+            },
             () = sleep_for(args.timeout) => None,
         }
     });
+    // What was taken from the broker is printed before tail ends (within a
+    // bound: Ctrl-C on a paused terminal must not hang).
+    printer.finish(PRINT_DRAIN)?;
+    let ended = ended.map(|e| e.unwrap_or(Ok(())));
     match (ended, plan.count) {
         (Some(result), _) => result,
         (None, Some(count)) => Err(anyhow!(
@@ -207,7 +266,12 @@ enum Stop {
 }
 
 /// Listens until `plan` is done, counting the records printed in `printed`.
-async fn tail(config: &Config, plan: &mut Plan, printed: &mut u64) -> anyhow::Result<()> {
+async fn tail(
+    config: &Config,
+    plan: &mut Plan,
+    printer: &Printer,
+    printed: &mut u64,
+) -> anyhow::Result<()> {
     let name = format!("logcollect tail pid {}", std::process::id());
     // The first connection must work: a typo in the URI should fail at once,
     // not retry forever.
@@ -215,7 +279,16 @@ async fn tail(config: &Config, plan: &mut Plan, printed: &mut u64) -> anyhow::Re
     let mut subscribed = false;
     let mut backoff = Backoff::new(config);
     loop {
-        let stop = listen(&conn, &broker, config, plan, printed, &mut subscribed).await;
+        let stop = listen(
+            &conn,
+            &broker,
+            config,
+            plan,
+            printer,
+            printed,
+            &mut subscribed,
+        )
+        .await;
         broker::close(&conn, "logcollect tail done").await;
         let why = match stop {
             Stop::Done => return Ok(()),
@@ -311,41 +384,72 @@ async fn listen(
     broker: &BrokerUri,
     config: &Config,
     plan: &mut Plan,
+    printer: &Printer,
     printed: &mut u64,
     subscribed: &mut bool,
 ) -> Stop {
-    let mut consumer = match subscribe(conn, config, &plan.bindings).await {
-        Ok(consumer) => consumer,
+    let subscription = match subscribe(conn, config, plan).await {
+        Ok(subscription) => subscription,
         Err(e) => return Stop::Refused(e),
     };
+    let Subscription {
+        mut consumer,
+        queue,
+        counter,
+    } = subscription;
+    // The counter ends with this subscription (its channel goes with it).
+    let _counter = AbortOnDrop(counter);
     let exchange = config.exchange();
     let bindings = plan.bindings.join(", ");
+    let bound = format!(
+        "queue {queue} keeps at most {} records ({} bytes) while tail is behind",
+        plan.max_length, plan.max_bytes
+    );
     if std::mem::replace(subscribed, true) {
         note(&format!(
             "reconnected; listening on exchange {exchange} with binding {bindings} ({broker}); \
-             records published while disconnected are not shown"
+             records published while disconnected are not shown; {bound}"
         ));
     } else {
         note(&format!(
-            "listening on exchange {exchange} with binding {bindings} ({broker})"
+            "listening on exchange {exchange} with binding {bindings} ({broker}); {bound}"
         ));
     }
-    while let Some(delivery) = consumer.next().await {
+    loop {
+        let next = tokio::select! {
+            next = consumer.next() => next,
+            // Standard output failed (a closed pipe): nothing more to do,
+            // even if no record comes to find out.
+            () = printer.closed() => return Stop::Output(printer.failure()),
+        };
+        let Some(delivery) = next else {
+            break;
+        };
         let delivery = match delivery {
             Ok(d) => d,
             Err(e) => return Stop::Lost(anyhow!(e).context("lost the connection to the broker")),
         };
         for item in output::split(&delivery.data) {
-            match show(plan, &item) {
-                Ok(false) => {}
-                Ok(true) => {
-                    *printed += 1;
-                    if plan.count == Some(*printed) {
-                        return Stop::Done;
-                    }
-                }
-                Err(e) => return Stop::Output(e),
+            let Some(line) = render(plan, &item) else {
+                continue;
+            };
+            if let Err(e) = say_skipped(plan, printer).await {
+                return Stop::Output(e);
             }
+            if let Err(e) = printer.print(Out::Line(line)).await {
+                return Stop::Output(e);
+            }
+            *printed += 1;
+            if plan.count == Some(*printed) {
+                let _ = say_skipped(plan, printer).await;
+                return Stop::Done;
+            }
+        }
+        // Only now may the broker send another: the record is ours (in the
+        // print buffer), and what tail has not taken stays in the bounded
+        // queue, never in the broker's memory on its way to us.
+        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+            return Stop::Lost(anyhow!(e).context("lost the connection to the broker"));
         }
     }
     Stop::Lost(anyhow!(
@@ -353,9 +457,29 @@ async fn listen(
     ))
 }
 
-/// Prints `item` if the filters keep it; whether it was printed (and so
-/// counts towards `--count`).
-fn show(plan: &mut Plan, item: &Item) -> anyhow::Result<bool> {
+/// Tells, in line with the records, how many the broker dropped since the
+/// last time.
+async fn say_skipped(plan: &mut Plan, printer: &Printer) -> anyhow::Result<()> {
+    let now = plan.skipped.load(Ordering::Relaxed);
+    if now <= plan.skipped_said {
+        return Ok(());
+    }
+    let n = now - plan.skipped_said;
+    plan.skipped_said = now;
+    printer
+        .print(Out::Note(format!(
+            "skipped {} here: the reader was slower than they arrived, and the queue keeps at \
+             most {} records ({} bytes); --max-length raises that",
+            crate::count(u32::try_from(n).unwrap_or(u32::MAX), "record"),
+            plan.max_length,
+            plan.max_bytes
+        )))
+        .await
+}
+
+/// The line to print for `item`, if the filters keep it (and so it counts
+/// towards `--count`).
+fn render(plan: &mut Plan, item: &Item) -> Option<String> {
     let wanted = match item {
         Item::Record { record, .. } => {
             !plan.selection.is_active() || plan.selection.matches(record)
@@ -364,40 +488,80 @@ fn show(plan: &mut Plan, item: &Item) -> anyhow::Result<bool> {
         _ => !plan.selection.is_active(),
     };
     if !wanted {
-        return Ok(false);
+        return None;
     }
-    let line = match item {
-        Item::Record { raw, .. } | Item::NotObject(raw) if plan.json => raw.clone(),
+    match item {
+        Item::Record { raw, .. } | Item::NotObject(raw) if plan.json => Some(raw.clone()),
         Item::NotJson(text) if plan.json => {
             // Standard output stays one JSON value per line.
             note(&format!("skipped a message that is not JSON: {text}"));
-            return Ok(false);
+            None
         }
-        _ => plan.layout.line(item),
-    };
-    print_line(&line)?;
-    Ok(true)
+        _ => Some(plan.layout.line(item)),
+    }
 }
 
-/// Declares the exchange (if need be), a temporary queue, its bindings, and
-/// starts consuming.
+/// A bound, consuming subscription.
+struct Subscription {
+    consumer: lapin::Consumer,
+    /// The temporary queue's name (server-made).
+    queue: String,
+    /// The task counting what the broker drops from it.
+    counter: tokio::task::JoinHandle<()>,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Waits for the exchange (declared passively: tail never creates it),
+/// declares the bounded temporary queue and the one that counts what it
+/// drops, binds, and starts consuming both.
 async fn subscribe(
     conn: &Connection,
     config: &Config,
-    bindings: &[String],
-) -> anyhow::Result<lapin::Consumer> {
+    plan: &Plan,
+) -> anyhow::Result<Subscription> {
     let exchange = config.exchange();
-    let channel = declare_exchange(conn, config).await?;
-    let queue_options = QueueDeclareOptions {
+    let channel = wait_for_exchange(conn, exchange).await?;
+    channel
+        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .await
+        .context("cannot set the prefetch count")?;
+    let temporary = QueueDeclareOptions {
         exclusive: true,
         auto_delete: true,
         ..QueueDeclareOptions::default()
     };
-    let queue = channel
-        .queue_declare(ShortString::default(), queue_options, FieldTable::default())
+    // What the bounded queue drops is dead-lettered here, only to be
+    // counted: drop-head dead-letters the records it drops.
+    let skipped = channel
+        .queue_declare(
+            ShortString::default(),
+            temporary,
+            bounded(SKIPPED_MAX_LENGTH, SKIPPED_MAX_BYTES),
+        )
         .await
         .context("cannot declare the temporary queue")?;
-    for binding in bindings {
+    let mut arguments = bounded(plan.max_length, plan.max_bytes);
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(LongString::from("")),
+    );
+    arguments.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(LongString::from(skipped.name().as_str())),
+    );
+    let queue = channel
+        .queue_declare(ShortString::default(), temporary, arguments)
+        .await
+        .context("cannot declare the temporary queue")?;
+    for binding in &plan.bindings {
         channel
             .queue_bind(
                 queue.name().clone(),
@@ -412,12 +576,32 @@ async fn subscribe(
             })?;
     }
     let consume_options = BasicConsumeOptions {
-        // A private, temporary queue: nobody else would get a requeued record.
-        no_ack: true,
+        // Acknowledged once printed (or buffered for printing): with the
+        // prefetch bound, that is what keeps the backlog in the bounded queue.
+        no_ack: false,
         exclusive: true,
         ..BasicConsumeOptions::default()
     };
-    channel
+    let mut dropped = channel
+        .basic_consume(
+            skipped.name().clone(),
+            ShortString::default(),
+            consume_options,
+            FieldTable::default(),
+        )
+        .await
+        .context("cannot consume from the temporary queue")?;
+    let count = Arc::clone(&plan.skipped);
+    let counter = tokio::spawn(async move {
+        while let Some(Ok(delivery)) = dropped.next().await {
+            let records = output::split(&delivery.data).len() as u64;
+            count.fetch_add(records, Ordering::Relaxed);
+            if delivery.ack(BasicAckOptions::default()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let consumer = channel
         .basic_consume(
             queue.name().clone(),
             ShortString::default(),
@@ -425,72 +609,161 @@ async fn subscribe(
             FieldTable::default(),
         )
         .await
-        .context("cannot consume from the temporary queue")
+        .context("cannot consume from the temporary queue")?;
+    Ok(Subscription {
+        consumer,
+        queue: queue.name().as_str().to_owned(),
+        counter,
+    })
 }
 
-/// Declares the exchange as the shipper does, so tail may start first. An
-/// exchange that exists with other flags is used as it is (passively).
-async fn declare_exchange(conn: &Connection, config: &Config) -> anyhow::Result<Channel> {
-    let exchange = config.exchange();
-    let channel = conn
-        .create_channel()
-        .await
-        .context("cannot open a channel")?;
-    let options = ExchangeDeclareOptions {
-        durable: config.durable(),
-        auto_delete: config.auto_delete(),
-        ..ExchangeDeclareOptions::default()
-    };
-    match channel
-        .exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            options,
-            FieldTable::default(),
-        )
-        .await
-    {
-        Ok(()) => Ok(channel),
-        Err(e) if logcollect::amqp::is_soft_error(&e, AMQPSoftError::PRECONDITIONFAILED) => {
-            note(&format!(
-                "exchange {exchange} already exists with other settings than topic, durable={}, \
-                 auto_delete={} ({}); listening to it as it is",
-                config.durable(),
-                config.auto_delete(),
-                broker::reason(&e)
-            ));
-            // The failed declaration closed that channel.
-            let channel = conn
-                .create_channel()
-                .await
-                .context("cannot open a channel")?;
-            let passive = ExchangeDeclareOptions {
-                passive: true,
-                ..ExchangeDeclareOptions::default()
-            };
-            channel
-                .exchange_declare(
-                    exchange.into(),
-                    ExchangeKind::Topic,
-                    passive,
-                    FieldTable::default(),
-                )
-                .await
-                .with_context(|| format!("cannot use exchange {exchange}"))?;
-            Ok(channel)
+/// `x-max-length` and `x-max-length-bytes`, dropping the oldest beyond them.
+fn bounded(max_length: u32, max_bytes: u64) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-max-length".into(),
+        AMQPValue::LongLongInt(i64::from(max_length)),
+    );
+    arguments.insert(
+        "x-max-length-bytes".into(),
+        AMQPValue::LongLongInt(i64::try_from(max_bytes).unwrap_or(i64::MAX)),
+    );
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString(LongString::from("drop-head")),
+    );
+    arguments
+}
+
+/// A channel on which the exchange was found: declared passively, so tail
+/// never creates it (nor fights over its flags). While it does not exist,
+/// tail says so once and looks again every [`EXCHANGE_POLL`].
+async fn wait_for_exchange(conn: &Connection, exchange: &str) -> anyhow::Result<Channel> {
+    let mut waiting = false;
+    loop {
+        let channel = conn
+            .create_channel()
+            .await
+            .context("cannot open a channel")?;
+        match logcollect::amqp::check_exchange(&channel, exchange).await {
+            Ok(()) => {
+                if waiting {
+                    note(&format!("exchange {exchange} exists now"));
+                }
+                return Ok(channel);
+            }
+            Err(e) if is_soft_error(&e, AMQPSoftError::NOTFOUND) => {
+                if !std::mem::replace(&mut waiting, true) {
+                    note(&format!(
+                        "exchange {exchange} does not exist yet; waiting for it (the applications \
+                         declare it when they first connect, and so does `logcollect setup`)"
+                    ));
+                }
+                tokio::time::sleep(EXCHANGE_POLL).await;
+            }
+            Err(e) => return Err(anyhow!(e).context(format!("cannot look up exchange {exchange}"))),
         }
-        Err(e) => Err(anyhow!(e).context(format!("cannot declare exchange {exchange}"))),
+    }
+}
+
+/// What the printer thread writes.
+#[derive(Debug)]
+enum Out {
+    /// A record's line, to standard output.
+    Line(String),
+    /// A note, to standard error, in its place among the lines.
+    Note(String),
+}
+
+/// The thread that writes to standard output, so that a terminal that
+/// stops reading blocks it alone: tail goes on counting what the broker
+/// drops, and the AMQP connection stays served.
+#[derive(Debug)]
+struct Printer {
+    lines: Option<tokio::sync::mpsc::Sender<Out>>,
+    /// The thread's end: `Err` when writing failed (a closed pipe).
+    done: std::sync::mpsc::Receiver<io::Result<()>>,
+    /// The thread's end was received already.
+    ended: std::cell::Cell<bool>,
+}
+
+impl Printer {
+    fn start() -> anyhow::Result<Printer> {
+        let (lines, mut rx) = tokio::sync::mpsc::channel::<Out>(PRINT_BUFFER);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("logcollect-print".to_owned())
+            .spawn(move || {
+                let result = loop {
+                    match rx.blocking_recv() {
+                        None => break Ok(()),
+                        Some(Out::Line(line)) => {
+                            if let Err(e) = print_line(&line) {
+                                break Err(e);
+                            }
+                        }
+                        Some(Out::Note(text)) => note(&text),
+                    }
+                };
+                let _ = done_tx.send(result);
+            })
+            .context("cannot start the printing thread")?;
+        Ok(Printer {
+            lines: Some(lines),
+            done,
+            ended: std::cell::Cell::new(false),
+        })
+    }
+
+    /// Queues `out` for printing, waiting while the buffer is full. An
+    /// error when the printer has stopped (standard output failed).
+    async fn print(&self, out: Out) -> anyhow::Result<()> {
+        let Some(lines) = &self.lines else {
+            return Err(anyhow!("tail has stopped printing"));
+        };
+        if lines.send(out).await.is_ok() {
+            return Ok(());
+        }
+        Err(self.failure())
+    }
+
+    /// Resolves when the thread has stopped taking lines.
+    async fn closed(&self) {
+        match &self.lines {
+            Some(lines) => lines.closed().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Why the thread stopped: the write error it reports.
+    fn failure(&self) -> anyhow::Error {
+        self.ended.set(true);
+        match self.done.recv_timeout(PRINT_DRAIN) {
+            Ok(Err(e)) => anyhow!(e).context("cannot write to standard output"),
+            _ => anyhow!("the printing thread stopped"),
+        }
+    }
+
+    /// Lets the thread write what it holds, waiting at most `limit`.
+    fn finish(&mut self, limit: Duration) -> anyhow::Result<()> {
+        drop(self.lines.take());
+        if self.ended.get() {
+            return Ok(());
+        }
+        match self.done.recv_timeout(limit) {
+            Ok(Err(e)) => Err(anyhow!(e).context("cannot write to standard output")),
+            // Written; or the reader is paused, and tail was told to end.
+            _ => Ok(()),
+        }
     }
 }
 
 /// Writes one line to standard output and flushes it, so a pipe sees each
 /// record at once. A closed pipe comes back as an error that `main` treats
 /// as success.
-fn print_line(line: &str) -> anyhow::Result<()> {
+fn print_line(line: &str) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    writeln!(out, "{line}")
-        .and_then(|()| out.flush())
-        .context("cannot write to standard output")
+    writeln!(out, "{line}").and_then(|()| out.flush())
 }
 
 /// A message for the person running tail, on standard error.
@@ -509,6 +782,10 @@ mod tests {
             json,
             count: None,
             layout: Layout::new(Style::new(false), vec![]),
+            max_length: DEFAULT_MAX_LENGTH,
+            max_bytes: DEFAULT_MAX_BYTES,
+            skipped: Arc::default(),
+            skipped_said: 0,
         }
     }
 
@@ -520,9 +797,9 @@ mod tests {
         };
         let mut p = plan(level, false);
         // Not printed, so `show` never touches stdout here.
-        assert!(!show(&mut p, &Item::NotJson("x".into())).unwrap());
-        assert!(!show(&mut p, &Item::NotObject("1".into())).unwrap());
+        assert_eq!(render(&mut p, &Item::NotJson("x".into())), None);
+        assert_eq!(render(&mut p, &Item::NotObject("1".into())), None);
         let items = output::split(br#"{"levelname":"DEBUG"}"#);
-        assert!(!show(&mut p, &items[0]).unwrap());
+        assert_eq!(render(&mut p, &items[0]), None);
     }
 }

@@ -19,11 +19,106 @@ use support::*;
 struct Exchange(String, #[allow(dead_code)] Cleanup);
 
 impl Exchange {
+    /// Declared as the applications declare it (tail waits for it).
     fn new() -> Exchange {
         let mut cleanup = Cleanup::default();
         let name = cleanup.exchange("cli-test");
+        declare_exchange(&name, lapin::ExchangeKind::Topic, false);
         Exchange(name, cleanup)
     }
+}
+
+#[test]
+fn tail_waits_for_a_missing_exchange_without_creating_it() {
+    let mut names = Cleanup::default();
+    let ex = names.exchange("cli-missing");
+    let mut tail = Tail::spawn_with(&["--exchange", &ex, "--json", "--count", "1"], |_| {});
+    let waiting = tail.wait_stderr("does not exist yet");
+    assert!(
+        waiting.contains(&format!("exchange {ex} does not exist yet; waiting")),
+        "{waiting}"
+    );
+    assert!(!exchange_exists(&ex), "tail must not create the exchange");
+    declare_exchange(&ex, lapin::ExchangeKind::Topic, false);
+    tail.wait_stderr(&format!("exchange {ex} exists now"));
+    tail.wait_stderr("listening on exchange");
+    send(&ex, "logstash", &["after the wait"]);
+    let (status, stdout, stderr) = tail.finish();
+    assert!(status.success(), "tail: {status}, stderr {stderr:?}");
+    assert_eq!(messages(&stdout), ["after the wait"]);
+}
+
+#[test]
+fn a_tail_that_reads_nothing_keeps_its_queue_at_the_cap() {
+    const RECORDS: u64 = 3000;
+    const CAP: u64 = 50;
+    // What the broker hands tail before waiting for acknowledgements.
+    const PREFETCH: u64 = 100;
+    let ex = Exchange::new();
+    let mut tail = Tail::start(&[
+        "--exchange",
+        &ex.0,
+        "--routing-key",
+        "rk",
+        "--json",
+        "--max-length",
+        &CAP.to_string(),
+    ]);
+    let listening = tail.seen.last().unwrap().clone();
+    let queue = listening
+        .split("; queue ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no queue name in {listening:?}"))
+        .to_owned();
+    assert!(
+        listening.contains(&format!("keeps at most {CAP} records")),
+        "{listening}"
+    );
+    // Nobody reads tail's standard output yet: its pipe and its print
+    // buffer fill up, then tail stops acknowledging.
+    let input: String = (1..=RECORDS).map(|i| format!("record {i}\n")).collect();
+    let sent = run(
+        logcollect(&["send", "--exchange", &ex.0, "--routing-key", "rk"]),
+        &input,
+    );
+    assert!(sent.status.success(), "send: {}", sent.stderr);
+    let (ready, unacked) = queue_counts(&queue);
+    assert!(
+        ready <= CAP,
+        "{ready} records ready in tail's queue, cap {CAP}"
+    );
+    assert!(
+        unacked <= PREFETCH,
+        "{unacked} unacknowledged records in tail's queue"
+    );
+    // Now read: every record is printed or counted as skipped, once.
+    let lines = tail.stdout_lines();
+    let (mut printed, mut skipped) = (0u64, 0u64);
+    let deadline = std::time::Instant::now() + WAIT;
+    while printed + skipped < RECORDS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{printed} printed + {skipped} skipped of {RECORDS}; stderr {:?}",
+            tail.seen
+        );
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(50)) {
+            assert!(line.contains("record "), "{line}");
+            printed += 1;
+        }
+        while let Ok(note) = tail.stderr.try_recv() {
+            if let Some(rest) = note.strip_prefix("logcollect tail: skipped ") {
+                skipped += rest.split(' ').next().unwrap().parse::<u64>().unwrap();
+            }
+            tail.seen.push(note);
+        }
+    }
+    eprintln!(
+        "queue while blocked: {ready} ready, {unacked} unacknowledged; then {printed} printed, \
+         {skipped} skipped"
+    );
+    assert_eq!(printed + skipped, RECORDS);
+    assert!(skipped > 0, "nothing was skipped: {:?}", tail.seen);
 }
 
 #[test]
@@ -813,4 +908,45 @@ fn tail_usage_errors() {
     let bad = run(cmd, "");
     assert_eq!(bad.status.code(), Some(2), "{}", bad.stderr);
     assert!(bad.stderr.contains("LOGCOLLECT_COLOR"), "{}", bad.stderr);
+}
+
+#[test]
+fn tail_reads_ecs_records_like_flat_ones() {
+    let ex = Exchange::new();
+    let tail = Tail::start(&["--exchange", &ex.0, "--count", "2"]);
+    for profile in ["ecs", "logcollect"] {
+        let mut cmd = logcollect(&[
+            "send",
+            "--exchange",
+            &ex.0,
+            "--level",
+            "warning",
+            "--logger",
+            "app::db",
+            "--field",
+            "user=ann",
+            "--field",
+            "n=3",
+            "disk full",
+        ]);
+        cmd.env("LOGCOLLECT_PROFILE", profile)
+            .env("LOGCOLLECT_ACTIVITY_IDENTITY", "project=gh,application=api");
+        let sent = run(cmd, "");
+        assert!(sent.status.success(), "send ({profile}): {}", sent.stderr);
+    }
+    let (status, stdout, stderr) = tail.finish();
+    assert!(status.success(), "tail: {status}, stderr {stderr:?}");
+    let rest: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split_once(' ').unwrap().1)
+        .collect();
+    // ECS puts a user field named like one of its roots under `extra`.
+    assert_eq!(
+        rest,
+        [
+            "WARNING  gh/api app::db: disk full extra.user=ann n=3",
+            "WARNING  gh/api app::db: disk full n=3 user=ann",
+        ],
+        "{stdout}"
+    );
 }

@@ -45,22 +45,7 @@ impl Doctor {
 
 #[test]
 fn all_green_on_a_set_up_broker() {
-    let mut names = Cleanup::default();
-    let ex = names.exchange("doctor-green");
-    let q = names.queue("doctor-green-q");
-    let setup = run(
-        logcollect(&[
-            "setup",
-            "--exchange",
-            &ex,
-            "--routing-key",
-            "rk",
-            "--queue",
-            &q,
-        ]),
-        "",
-    );
-    assert!(setup.status.success(), "setup: {}", setup.stderr);
+    let (_names, ex, q) = set_up("doctor-green", "rk");
     // Logstash's part: a consumer on the queue while doctor checks.
     let logstash = Consumer::start(&q);
     let doctor = Doctor::run(&["--exchange", &ex, "--routing-key", "rk", "--queue", &q]);
@@ -190,13 +175,31 @@ fn missing_exchange_is_fine_but_nothing_is_bound() {
     doctor.line("-", "round trip");
 }
 
+/// An exchange and Logstash's queue as `setup` makes them, with routing
+/// keys `<rk>.<logger>`; deleted when the `Cleanup` is dropped.
+fn set_up(prefix: &str, rk: &str) -> (Cleanup, String, String) {
+    let mut names = Cleanup::default();
+    let ex = names.exchange(prefix);
+    let q = names.queue(&format!("{prefix}-q"));
+    let setup = run(
+        logcollect(&[
+            "setup",
+            "--exchange",
+            &ex,
+            "--routing-key",
+            rk,
+            "--queue",
+            &q,
+        ]),
+        "",
+    );
+    assert!(setup.status.success(), "setup: {}", setup.stderr);
+    (names, ex, q)
+}
+
 #[test]
 fn queue_without_consumer() {
-    let mut names = Cleanup::default();
-    let ex = names.exchange("doctor-idle");
-    let q = names.queue("doctor-idle-q");
-    let setup = run(logcollect(&["setup", "--exchange", &ex, "--queue", &q]), "");
-    assert!(setup.status.success(), "setup: {}", setup.stderr);
+    let (_names, ex, q) = set_up("doctor-idle", "logstash");
     let doctor = Doctor::run(&["--exchange", &ex, "--queue", &q]);
     assert_eq!(doctor.code, Some(1), "{}", doctor.stdout);
     let line = doctor.line("✗", "consumer");
@@ -225,4 +228,178 @@ fn unusable_configuration_is_a_failed_check() {
     let line = doctor.line("✗", "configuration");
     assert!(line.contains("invalid broker URI"), "{line}");
     doctor.line("-", "round trip");
+}
+
+/// Every leaf of a JSON object by its dotted path.
+fn leaves(v: &serde_json::Value) -> std::collections::BTreeMap<String, serde_json::Value> {
+    fn walk(
+        prefix: &str,
+        v: &serde_json::Value,
+        out: &mut std::collections::BTreeMap<String, serde_json::Value>,
+    ) {
+        match v {
+            serde_json::Value::Object(map) if !map.is_empty() => {
+                for (k, v) in map {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&path, v, out);
+                }
+            }
+            _ => {
+                out.insert(prefix.to_owned(), v.clone());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk("", v, &mut out);
+    out
+}
+
+/// Doctor's two records, as Logstash's queue got them, against what the
+/// library encodes for the same record with the same settings in
+/// `profile`: the same fields with the same values, but for the record
+/// id, the time and the process id, which only have the same type.
+fn probes_are_what_the_library_encodes(profile: &str, volatile: [&str; 3]) {
+    use logcollect::{Config, Level, Record};
+    let (_names, ex, q) = set_up("doctor-probe", "rk");
+    let env = [
+        ("LOGCOLLECT_PROFILE", profile),
+        (
+            "LOGCOLLECT_ACTIVITY_IDENTITY",
+            "project=gh,application=api,team=ops",
+        ),
+        ("LOGCOLLECT_TYPE", "doctored"),
+    ];
+    let logstash = Consumer::start(&q);
+    let mut cmd = logcollect(&[
+        "doctor",
+        "--timeout",
+        "5",
+        "--exchange",
+        &ex,
+        "--routing-key",
+        "rk",
+        "--queue",
+        &q,
+    ]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let doctor = run(cmd, "");
+    assert_eq!(doctor.status.code(), Some(0), "{}", doctor.stdout);
+    let config = Config::builder()
+        .exchange(ex.clone())
+        .routing_key("rk")
+        .env_from(|k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .unwrap()
+        .build()
+        .unwrap();
+    for message in [
+        "logcollect doctor binding probe",
+        "logcollect doctor round trip",
+    ] {
+        let got = logstash
+            .bodies
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("Logstash's queue got no {message:?}"));
+        let mut record = Record::new(Level::Info, "logcollect.doctor", message);
+        // Doctor runs on its main thread.
+        record.thread_name = Some("main".to_owned());
+        let want = logcollect::amqp::encode_record(&config, &record).unwrap();
+        let want: serde_json::Value = serde_json::from_slice(&want.body).unwrap();
+        let (got, want) = (leaves(&got), leaves(&want));
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{profile}: fields differ"
+        );
+        for (key, value) in &want {
+            if volatile.contains(&key.as_str()) {
+                let kind = |v: &serde_json::Value| std::mem::discriminant(v);
+                assert_eq!(kind(&got[key]), kind(value), "{profile}: {key}");
+            } else {
+                assert_eq!(&got[key], value, "{profile}: {key}");
+            }
+        }
+    }
+}
+
+#[test]
+fn probes_are_library_records_in_the_logcollect_profile() {
+    probes_are_what_the_library_encodes("logcollect", ["@timestamp", "record_id", "process"]);
+}
+
+#[test]
+fn probes_are_library_records_in_the_ecs_profile() {
+    probes_are_what_the_library_encodes("ecs", ["@timestamp", "event.id", "process.pid"]);
+}
+
+#[test]
+fn no_publish_leaves_the_exchange_alone() {
+    let (_names, ex, q) = set_up("doctor-quiet", "logstash");
+    let logstash = Consumer::start(&q);
+    let doctor = Doctor::run(&["--exchange", &ex, "--queue", &q, "--no-publish"]);
+    assert_eq!(doctor.code, Some(0), "{}", doctor.stdout);
+    assert!(doctor.line("-", "binding").contains("--no-publish"));
+    doctor.line("-", "round trip");
+    doctor.line("✓", "consumer");
+    assert!(
+        doctor.stdout.ends_with("all 6 checks passed\n"),
+        "{}",
+        doctor.stdout
+    );
+    assert!(
+        logstash
+            .bodies
+            .recv_timeout(std::time::Duration::from_millis(500))
+            .is_err(),
+        "doctor --no-publish published a record"
+    );
+}
+
+#[test]
+fn every_broker_of_the_failover_list_is_logged_into() {
+    // The same broker twice, the second time with a wrong password: as a
+    // failover broker whose users differ.
+    let uri = format!("{BROKER};amqp://guest:{SECRET}@127.0.0.1:5672//");
+    let doctor = Doctor::run(&["--broker-uri", &uri, "--exchange", &unique("doctor-fo")]);
+    assert_eq!(doctor.code, Some(1), "{}", doctor.stdout);
+    doctor.line("✓", "AMQP login");
+    let line = doctor.line("✗", "AMQP login 127.0.0.1:5672");
+    assert!(line.contains("refused user \"guest\""), "{line}");
+}
+
+#[test]
+fn json_output_has_one_object_per_check() {
+    let uri = format!("amqp://guest:{SECRET}@127.0.0.1:5672//");
+    let doctor = Doctor::run(&["--broker-uri", &uri, "--json"]);
+    assert_eq!(doctor.code, Some(1), "{}", doctor.stdout);
+    let lines: Vec<serde_json::Value> = doctor
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let login = lines
+        .iter()
+        .find(|l| l["check"] == "AMQP login")
+        .expect("a login line");
+    assert_eq!(login["status"], "fail", "{login}");
+    assert!(
+        login["fix"]
+            .as_str()
+            .unwrap()
+            .starts_with("check the user name and password"),
+        "{login}"
+    );
+    let vhost = lines.iter().find(|l| l["check"] == "vhost").unwrap();
+    assert_eq!(vhost["status"], "skip", "{vhost}");
+    assert_eq!(vhost["fix"], serde_json::Value::Null, "{vhost}");
+    assert_eq!(lines.last().unwrap()["failed"], 1, "{}", doctor.stdout);
 }

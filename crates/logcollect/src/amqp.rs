@@ -13,6 +13,8 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use crate::config::Config;
+use crate::encode::Encoder;
+use crate::record::Record;
 use crate::uri::BrokerUri;
 
 /// What kind of failure a [`ConnectError`] is.
@@ -226,6 +228,15 @@ pub fn reply_code(e: &lapin::Error) -> Option<u16> {
     }
 }
 
+/// The broker's own words for a refused operation (`NOT_FOUND - no exchange
+/// 'x' in vhost '/'`), if `e` is a protocol error.
+pub fn reply_text(e: &lapin::Error) -> Option<String> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(p) => Some(p.get_message().to_string()),
+        _ => None,
+    }
+}
+
 /// Opens a channel in publisher-confirm mode.
 pub async fn confirm_channel(conn: &Connection) -> Result<Channel, lapin::Error> {
     let channel = conn.create_channel().await?;
@@ -270,21 +281,68 @@ pub async fn declare_exchange(
                 config.exchange, config.durable, config.auto_delete,
             );
             let channel = confirm_channel(conn).await?;
-            channel
-                .exchange_declare(
-                    config.exchange.as_str().into(),
-                    ExchangeKind::Topic,
-                    ExchangeDeclareOptions {
-                        passive: true,
-                        ..ExchangeDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
+            check_exchange(&channel, &config.exchange).await?;
             Ok((channel, Some(conflict)))
         }
         Err(e) => Err(e),
     }
+}
+
+/// Checks on `channel` that exchange `name` exists, whatever its type and
+/// flags, without creating it (a passive declaration). A missing exchange is
+/// the soft error `NOT_FOUND` (404), which closes `channel`.
+pub async fn check_exchange(channel: &Channel, name: &str) -> Result<(), lapin::Error> {
+    channel
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                passive: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// One record as the shipper would publish it: [`encode_record`]'s result.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EncodedRecord {
+    /// The record id (UUIDv7), also the message's `message_id`
+    /// ([`message_properties`]).
+    pub id: uuid::Uuid,
+    /// `<routing_key>.<logger>` as [`routing_key`] makes it.
+    pub routing_key: String,
+    /// The JSON object, in the configuration's profile.
+    pub body: Vec<u8>,
+    /// Whether the record was cut to `max_record_bytes` (the body then
+    /// carries the truncation marker).
+    pub truncated: bool,
+}
+
+/// Encodes `record` exactly as a [`Shipper`](crate::Shipper) with `config`
+/// would: the same profile (`logcollect` or ECS), identity, host, size cap
+/// and key rewrites. For a tool that publishes a record itself (the CLI's
+/// `doctor`); each call prepares the configuration's encoder anew, so a
+/// program with many records submits them to a `Shipper` instead. `None`
+/// only when called from inside another record's encoding on this thread
+/// (a `Display` impl that logs), as for the front-ends.
+pub fn encode_record(config: &Config, record: &Record) -> Option<EncodedRecord> {
+    let encoded = Encoder::new(config).encode_record(record)?;
+    Some(EncodedRecord {
+        id: encoded.id,
+        routing_key: encoded.routing_key,
+        body: encoded.body,
+        truncated: encoded.truncated,
+    })
+}
+
+/// The routing key of `logger`'s records: `<routing_key>.<logger>`, `::` as
+/// `.`, `root` for an empty logger, cut to AMQP's 255 bytes on a character
+/// boundary: the key the shipper publishes with.
+pub fn routing_key(config: &Config, logger: &str) -> String {
+    Encoder::new(config).routing_key(logger)
 }
 
 /// The properties of a message the shipper publishes: JSON, the record id
@@ -302,4 +360,46 @@ pub fn message_properties(config: &Config, message_id: &uuid::Uuid) -> BasicProp
         .with_app_id("logcollect".into())
         .with_timestamp(now)
         .with_delivery_mode(if config.durable { 2 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::Level;
+    use crate::Profile;
+
+    fn config(profile: Profile) -> Config {
+        Config::builder()
+            .routing_key("rk")
+            .profile(profile)
+            .build()
+            .expect("valid test config")
+    }
+
+    #[test]
+    fn encoded_records_are_the_configured_profile() {
+        let record = Record::new(Level::Warning, "app::db", "m").field("user", "ann");
+        let flat = encode_record(&config(Profile::Logcollect), &record).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&flat.body).unwrap();
+        assert_eq!(v["@version"], 1);
+        assert_eq!(v["levelname"], "WARNING");
+        assert_eq!(v["record_id"], flat.id.hyphenated().to_string());
+        assert_eq!(flat.routing_key, "rk.app.db");
+        let ecs = encode_record(&config(Profile::Ecs), &record).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&ecs.body).unwrap();
+        assert_eq!(v["log"]["level"], "warn");
+        assert_eq!(v["event"]["id"], ecs.id.hyphenated().to_string());
+        assert!(v.get("@version").is_none(), "{v}");
+    }
+
+    #[test]
+    fn routing_keys_are_cut_to_255_bytes() {
+        let c = config(Profile::Logcollect);
+        assert_eq!(routing_key(&c, "a::b"), "rk.a.b");
+        assert_eq!(routing_key(&c, ""), "rk.root");
+        let long = "é".repeat(200);
+        let key = routing_key(&c, &long);
+        assert!(key.len() <= 255 && key.len() >= 254, "{}", key.len());
+        assert!(key.starts_with("rk.é"));
+    }
 }

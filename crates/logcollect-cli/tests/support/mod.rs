@@ -44,6 +44,47 @@ pub fn with_channel<T>(work: impl AsyncFnOnce(&lapin::Channel) -> T) -> T {
     })
 }
 
+/// Whether exchange `name` exists (a passive declaration).
+pub fn exchange_exists(name: &str) -> bool {
+    with_channel(async |ch| {
+        ch.exchange_declare(
+            name.into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .is_ok()
+    })
+}
+
+/// `(messages_ready, messages_unacknowledged)` of queue `name`, as
+/// `rabbitmqctl` reports them (it sees exclusive queues too).
+pub fn queue_counts(name: &str) -> (u64, u64) {
+    let out = Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .expect("rabbitmqctl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() == 3 && cols[0] == name {
+            return (cols[1].parse().unwrap(), cols[2].parse().unwrap());
+        }
+    }
+    panic!("queue {name} not listed by rabbitmqctl: {text}");
+}
+
 /// Declares an exchange of any kind up front.
 pub fn declare_exchange(name: &str, kind: lapin::ExchangeKind, durable: bool) {
     with_channel(async |ch| {
@@ -314,6 +355,13 @@ impl Tail {
 
     /// Same, with a chance to change the command (its environment) first.
     pub fn start_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Tail {
+        let mut tail = Tail::spawn_with(args, adjust);
+        tail.wait_stderr("listening on exchange");
+        tail
+    }
+
+    /// Starts tail without waiting for anything.
+    pub fn spawn_with(args: &[&str], adjust: impl FnOnce(&mut Command)) -> Tail {
         let mut all = vec!["tail"];
         all.extend_from_slice(args);
         let mut cmd = logcollect(&all);
@@ -325,14 +373,12 @@ impl Tail {
             .spawn()
             .unwrap();
         let stderr = lines_of(child.stderr.take().unwrap());
-        let mut tail = Tail {
+        Tail {
             stdout: child.stdout.take(),
             child,
             stderr,
             seen: Vec::new(),
-        };
-        tail.wait_stderr("listening on exchange");
-        tail
+        }
     }
 
     /// Waits for a stderr line containing `text`; returns it.
