@@ -166,14 +166,20 @@ pub fn correlation_id(md: &MetadataStore) -> Option<String> {
 
 /// Puts `id` into a task's metadata for an apalis producer: as
 /// `correlation_id` (the AMQP property with `apalis-amqp`) and
-/// `traceparent` (header `x-apalis-traceparent`).
+/// `traceparent` (header `x-apalis-traceparent`), each only when the
+/// metadata has none: as [`logcollect::correlation::inject_properties`],
+/// this never replaces someone else's RPC id or trace context.
 pub fn inject_metadata(md: &mut MetadataStore, id: &str) {
     // Keys and values are plain strings; insertion cannot fail for them.
-    let _ = md.insert(METADATA_CORRELATION_ID, id.to_owned());
-    let _ = md.insert(
-        METADATA_TRACEPARENT,
-        logcollect::correlation::traceparent(id),
-    );
+    if md.get(METADATA_CORRELATION_ID).is_none() {
+        let _ = md.insert(METADATA_CORRELATION_ID, id.to_owned());
+    }
+    if md.get(METADATA_TRACEPARENT).is_none() {
+        let _ = md.insert(
+            METADATA_TRACEPARENT,
+            logcollect::correlation::traceparent(id),
+        );
+    }
 }
 
 impl<S, Args> Service<Task<Args>> for TaskSpan<S>
@@ -244,6 +250,14 @@ mod tests {
         assert_eq!(correlation_id(&md).as_deref(), Some("abc-123"));
         md.insert("CORRELATION_ID", "from-header").unwrap();
         assert_eq!(correlation_id(&md).as_deref(), Some("from-header"));
+        // Someone else's values are kept.
+        let theirs = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut md = MetadataStore::new();
+        md.insert("correlation_id", "rpc-7").unwrap();
+        md.insert("traceparent", theirs).unwrap();
+        inject_metadata(&mut md, "abc-123");
+        assert_eq!(md.get("correlation_id"), Some("rpc-7"));
+        assert_eq!(md.get("traceparent"), Some(theirs));
         let mut md = MetadataStore::new();
         md.insert("correlation_id", "bad id\n").unwrap();
         md.insert(

@@ -9,11 +9,13 @@
 //! worker.
 //!
 //! ```no_run
-//! use logcollect_jobs::TaskInfo;
+//! use logcollect_jobs::{Collect, TaskInfo};
 //!
 //! # async fn run() -> Result<(), logcollect::Error> {
-//! let _guard = logcollect_jobs::boot(logcollect::Config::from_env()?, false)?;
-//! tracing::info!("worker started"); // outside any task: not shipped (collect_root_logs = false)
+//! // `config_from_env`: `LOGCOLLECT_*` as `Config::from_env`, with a durable
+//! // exchange unless `LOGCOLLECT_DURABLE` says otherwise (as `celery_config`).
+//! let _guard = logcollect_jobs::boot(logcollect_jobs::config_from_env()?, Collect::TasksOnly)?;
+//! tracing::info!("worker started"); // outside any task: not shipped
 //!
 //! let info = TaskInfo {
 //!     id: Some("42".into()),
@@ -50,17 +52,28 @@
 //! `traceparent`), so a job enqueued by a web request logs under the
 //! request's id.
 //!
-//! ## `collect_root_logs`
+//! ## Which records a worker ships: [`Collect`]
 //!
-//! With `true`, every record is shipped. With `false`, only records made
-//! inside a task span (or a span opened inside one) are: the worker's own
-//! chatter, its libraries' and the job framework's records outside tasks
-//! stay out of Logstash. [`boot`] sets this up globally; [`task_layer`] is
-//! the same layer for your own `tracing_subscriber` registry, and
-//! [`TaskFilter`] the per-layer filter behind it.
+//! [`Collect::All`] ships every record (Python's `collect_root_logs=True`).
+//! [`Collect::TasksOnly`] ships only records made inside a task span (or a
+//! span opened inside one): the worker's own chatter, its libraries' and
+//! the job framework's records outside tasks stay out of Logstash
+//! (`collect_root_logs=False`). [`boot`] sets this up globally;
+//! [`task_layer`] is the same layer for your own `tracing_subscriber`
+//! registry, and [`TaskFilter`] the per-layer filter behind it.
+//!
+//! This selects records by *where they are made* (inside a task span or
+//! not), where Python's `celery_config` selects by *logger name* (the
+//! `celery.task` logger and the task modules' loggers with
+//! `collect_root_logs=False`). A record from any library, made while a task
+//! runs, is shipped here with the task's fields; in Python it is shipped
+//! only if its logger is one of the selected. For the logger-name
+//! behaviour, use [`Collect::All`] behind a target filter
+//! ([`Config`]'s `level`, e.g. `"warn,myapp::tasks=debug"`, or a
+//! `tracing_subscriber` `Targets` filter on the layer).
 //!
 //! `log` records: [`boot`] installs [`TaskLogger`], which applies the same
-//! rule (with `false`, a `log` record outside a task is dropped) and adds
+//! rule (with `TasksOnly`, a `log` record outside a task is dropped) and adds
 //! the task's fields (`task_name`, `task_id`, `task_attempt`, `task_queue`)
 //! and the current `correlation_id` to the record's own key-values, which
 //! are kept. Fields of other spans are not added to `log` records; use
@@ -71,6 +84,13 @@
 //! | feature | default | what |
 //! |---|---|---|
 //! | `apalis` | no | `apalis::TaskSpanLayer` for apalis workers |
+//!
+//! ## Defaults
+//!
+//! | setting | default |
+//! |---|---|
+//! | records shipped ([`Collect`]) | [`Collect::TasksOnly`] ([`DEFAULT_COLLECT`]) |
+//! | exchange durable ([`config_from_env`]) | `true` ([`DEFAULT_DURABLE`]), as Python's `celery_config`; `LOGCOLLECT_DURABLE` overrides |
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -95,6 +115,49 @@ pub const TASK_SPAN_TARGET: &str = "logcollect_jobs::task";
 
 /// Name of the task spans.
 pub const TASK_SPAN_NAME: &str = "task";
+
+/// Which records a worker ships by default: [`Collect::TasksOnly`], as
+/// Python's `celery_config(collect_root_logs=False)`.
+pub const DEFAULT_COLLECT: Collect = Collect::TasksOnly;
+
+/// Whether [`config_from_env`] declares the exchange durable when
+/// `LOGCOLLECT_DURABLE` is unset: `true`, as Python's `celery_config`
+/// (a worker and its Python neighbours then share one exchange; RabbitMQ
+/// refuses to redeclare an exchange with other flags).
+pub const DEFAULT_DURABLE: bool = true;
+
+/// Which records a worker ships (Python's `collect_root_logs`). See the
+/// [crate docs](crate#which-records-a-worker-ships-collect) for how this
+/// differs from Celery's selection by logger name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Collect {
+    /// Only records made inside a task span (`collect_root_logs=False`).
+    #[default]
+    TasksOnly,
+    /// Every record (`collect_root_logs=True`).
+    All,
+}
+
+/// A worker's [`Config`] from the `LOGCOLLECT_*` environment variables, as
+/// [`Config::from_env`] reads them, except that the exchange is durable
+/// unless `LOGCOLLECT_DURABLE` says otherwise ([`DEFAULT_DURABLE`]), as
+/// Python's `celery_config` declares it.
+pub fn config_from_env() -> Result<Config, Error> {
+    config_from(|name| std::env::var(name).ok())
+}
+
+fn config_from(get: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
+    Config::builder()
+        .env_from(|name| {
+            let value = get(name).filter(|v| !v.trim().is_empty());
+            if name == "LOGCOLLECT_DURABLE" {
+                value.or_else(|| Some(DEFAULT_DURABLE.to_string()))
+            } else {
+                value
+            }
+        })?
+        .build()
+}
 
 /// What a task span says about the task. Fill what your runner knows:
 ///
@@ -218,9 +281,9 @@ fn is_task_span(meta: &Metadata<'_>) -> bool {
     meta.target() == TASK_SPAN_TARGET && meta.name() == TASK_SPAN_NAME
 }
 
-/// A per-layer filter implementing `collect_root_logs`: with `true` it lets
-/// everything through; with `false` it lets an event through only when it is
-/// made inside a task span ([`task_span`]). Spans always pass, so their
+/// A per-layer filter implementing [`Collect`]: with `All` it lets
+/// everything through; with `TasksOnly` it lets an event through only when
+/// it is made inside a task span ([`task_span`]). Spans always pass, so their
 /// fields are known to the events inside them.
 ///
 /// The check uses the span context the event is made in (for a `log` record
@@ -231,7 +294,7 @@ fn is_task_span(meta: &Metadata<'_>) -> bool {
 /// use tracing_subscriber::prelude::*;
 /// let (layer, _guard) = logcollect::boot::layer(logcollect::Config::from_env()?)?;
 /// tracing_subscriber::registry()
-///     .with(layer.with_filter(logcollect_jobs::TaskFilter::new(false)))
+///     .with(layer.with_filter(logcollect_jobs::TaskFilter::new(logcollect_jobs::Collect::TasksOnly)))
 ///     .with(tracing_subscriber::fmt::layer()) // the console still sees everything
 ///     .init();
 /// # Ok::<(), logcollect::Error>(())
@@ -246,10 +309,10 @@ pub struct TaskFilter {
 }
 
 impl TaskFilter {
-    /// The filter; `collect_root_logs` as in the Python `celery_config`.
-    pub fn new(collect_root_logs: bool) -> Self {
+    /// The filter.
+    pub fn new(collect: Collect) -> Self {
         TaskFilter {
-            collect_root_logs,
+            collect_root_logs: collect == Collect::All,
             max: tracing::level_filters::LevelFilter::TRACE,
         }
     }
@@ -268,9 +331,13 @@ impl TaskFilter {
         self
     }
 
-    /// Whether records outside tasks pass.
-    pub fn collect_root_logs(&self) -> bool {
-        self.collect_root_logs
+    /// Which records pass.
+    pub fn collect(&self) -> Collect {
+        if self.collect_root_logs {
+            Collect::All
+        } else {
+            Collect::TasksOnly
+        }
     }
 }
 
@@ -321,13 +388,12 @@ where
 /// your own `tracing_subscriber` registry.
 pub fn task_layer<S>(
     shipper: &Shipper,
-    collect_root_logs: bool,
+    collect: Collect,
 ) -> Filtered<LogcollectLayer, TaskFilter, S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let filter =
-        TaskFilter::new(collect_root_logs).with_max_level(shipper.config().filter().max_level());
+    let filter = TaskFilter::new(collect).with_max_level(shipper.config().filter().max_level());
     LogcollectLayer::new(shipper.clone()).with_filter(filter)
 }
 
@@ -337,10 +403,10 @@ where
 /// logger [`TaskLogger`], and returns the guard that flushes and stops the
 /// shipper when dropped.
 ///
-/// `collect_root_logs`: `true` ships every record; `false` only those made
-/// inside task spans (see the [crate docs](crate)). The Python
-/// `celery_config` declares the exchange durable: set
-/// [`durable`](logcollect::ConfigBuilder::durable) to share its exchange.
+/// `collect`: which records are shipped ([`Collect`]). The Python
+/// `celery_config` declares the exchange durable: [`config_from_env`] does
+/// too, or set [`durable`](logcollect::ConfigBuilder::durable) to share its
+/// exchange.
 ///
 /// Errors: [`ErrorKind::AlreadyInstalled`](logcollect::ErrorKind::AlreadyInstalled)
 /// when a global `tracing` subscriber is already set. When a `log` logger is
@@ -348,23 +414,24 @@ where
 /// stderr.
 ///
 /// ```no_run
-/// let _guard = logcollect_jobs::boot(logcollect::Config::from_env()?, false)?;
+/// use logcollect_jobs::Collect;
+/// let _guard = logcollect_jobs::boot(logcollect_jobs::config_from_env()?, Collect::TasksOnly)?;
 /// # Ok::<(), logcollect::Error>(())
 /// ```
-pub fn boot(config: Config, collect_root_logs: bool) -> Result<ShipperGuard, Error> {
+pub fn boot(config: Config, collect: Collect) -> Result<ShipperGuard, Error> {
     let shipper = Shipper::new(config)?;
-    install(&shipper, collect_root_logs)?;
+    install(&shipper, collect)?;
     Ok(shipper.guard())
 }
 
 /// Installs [`boot`]'s global subscriber and `log` logger for an existing
 /// shipper.
-pub fn install(shipper: &Shipper, collect_root_logs: bool) -> Result<(), Error> {
-    let subscriber = tracing_subscriber::registry().with(task_layer(shipper, collect_root_logs));
+pub fn install(shipper: &Shipper, collect: Collect) -> Result<(), Error> {
+    let subscriber = tracing_subscriber::registry().with(task_layer(shipper, collect));
     if tracing::subscriber::set_global_default(subscriber).is_err() {
         return Err(already_installed(shipper));
     }
-    let logger = TaskLogger::new(shipper.clone(), collect_root_logs);
+    let logger = TaskLogger::new(shipper.clone(), collect);
     let max = logger.inner.max_level();
     match log::set_boxed_logger(Box::new(logger)) {
         Ok(()) => log::set_max_level(max),
@@ -376,12 +443,12 @@ pub fn install(shipper: &Shipper, collect_root_logs: bool) -> Result<(), Error> 
 }
 
 /// A `log::Log` for task workers: the core's [`LogcollectLogger`] plus
-/// `collect_root_logs` and the task's fields.
+/// [`Collect`] and the task's fields.
 ///
 /// A record made inside a task span gets `task_name`, `task_id`,
 /// `task_attempt` and `task_queue` (those that are set), and every record
 /// made inside a correlation scope gets `correlation_id`; the record's own
-/// key-values come first and win. With `collect_root_logs` false, records
+/// key-values come first and win. With [`Collect::TasksOnly`], records
 /// made outside task spans are dropped. The task is found through the
 /// current `tracing` span, so the thread's (or the future's) `tracing`
 /// subscriber must be a `tracing_subscriber` registry, as [`boot`] installs.
@@ -393,10 +460,10 @@ pub struct TaskLogger {
 
 impl TaskLogger {
     /// A logger feeding `shipper`.
-    pub fn new(shipper: Shipper, collect_root_logs: bool) -> Self {
+    pub fn new(shipper: Shipper, collect: Collect) -> Self {
         TaskLogger {
             inner: LogcollectLogger::new(shipper),
-            collect_root_logs,
+            collect_root_logs: collect == Collect::All,
         }
     }
 
@@ -491,6 +558,37 @@ fn already_installed(shipper: &Shipper) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documented_defaults() {
+        assert_eq!(DEFAULT_COLLECT, Collect::TasksOnly);
+        assert_eq!(Collect::default(), DEFAULT_COLLECT);
+        assert_eq!(TaskFilter::new(Collect::All).collect(), Collect::All);
+        assert_eq!(
+            TaskFilter::new(Collect::TasksOnly).collect(),
+            Collect::TasksOnly
+        );
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let c = config_from(env(&[])).unwrap();
+        assert!(c.durable(), "a worker's exchange is durable by default");
+        let c = config_from(env(&[("LOGCOLLECT_DURABLE", "")])).unwrap();
+        assert!(c.durable(), "an empty variable counts as unset");
+        let c = config_from(env(&[("LOGCOLLECT_DURABLE", "false")])).unwrap();
+        assert!(!c.durable(), "the environment overrides");
+        let c = config_from(env(&[("LOGCOLLECT_EXCHANGE", "tasks-x")])).unwrap();
+        assert_eq!(c.exchange(), "tasks-x");
+        assert!(c.durable());
+        assert!(
+            !logcollect::Config::builder().build().unwrap().durable(),
+            "the core's default stays as Python's default_config"
+        );
+    }
 
     #[test]
     fn in_task_scope_follows_task_spans() {

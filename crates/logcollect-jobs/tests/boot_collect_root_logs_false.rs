@@ -1,4 +1,4 @@
-//! `logcollect_jobs::boot(config, false)` installs a global subscriber and
+//! `logcollect_jobs::boot(config, Collect::TasksOnly)` installs a global subscriber and
 //! `LogTracer`, so this file is its own process: records outside tasks, from
 //! `tracing` and from `log`, are not shipped; those inside are, with the
 //! task fields.
@@ -14,7 +14,11 @@ const WAIT: Duration = Duration::from_secs(30);
 fn only_records_inside_tasks_are_shipped_log_records_included() {
     let ex = unique("jobs-boot-false");
     let cap = Capture::topic(&ex, "logstash.#");
-    let guard = logcollect_jobs::boot(config(&ex).build().unwrap(), false).unwrap();
+    let guard = logcollect_jobs::boot(
+        config(&ex).build().unwrap(),
+        logcollect_jobs::Collect::TasksOnly,
+    )
+    .unwrap();
 
     tracing::info!(target: "app::main", "tracing outside: not shipped");
     log::info!(target: "app::main", "log outside: not shipped");
@@ -47,7 +51,8 @@ fn only_records_inside_tasks_are_shipped_log_records_included() {
     }
 
     // A second boot finds the global subscriber taken.
-    let again = logcollect_jobs::boot(config(&ex).build().unwrap(), true).unwrap_err();
+    let again = logcollect_jobs::boot(config(&ex).build().unwrap(), logcollect_jobs::Collect::All)
+        .unwrap_err();
     assert_eq!(again.kind(), logcollect::ErrorKind::AlreadyInstalled);
     // …and changed nothing: records outside tasks are still not shipped.
     log::info!(target: "app::main", "still not shipped");

@@ -1,4 +1,4 @@
-//! `logcollect_jobs::boot(config, true)` installs a global subscriber and
+//! `logcollect_jobs::boot(config, Collect::All)` installs a global subscriber and
 //! `LogTracer`, so this file is its own process: every record is shipped,
 //! and `log` records inside a task carry the task fields.
 
@@ -13,7 +13,8 @@ const WAIT: Duration = Duration::from_secs(30);
 fn every_record_is_shipped_and_task_records_carry_task_fields() {
     let ex = unique("jobs-boot-true");
     let cap = Capture::topic(&ex, "logstash.#");
-    let guard = logcollect_jobs::boot(config(&ex).build().unwrap(), true).unwrap();
+    let guard =
+        logcollect_jobs::boot(config(&ex).build().unwrap(), logcollect_jobs::Collect::All).unwrap();
 
     tracing::info!(target: "app::main", n = 1u64, "tracing outside");
     log::info!(target: "app::main", n = 2; "log outside");

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use logcollect::Shipper;
-use logcollect_jobs::{in_task, task_layer, task_span, TaskInfo};
+use logcollect_jobs::{in_task, task_layer, task_span, Collect, TaskInfo};
 use logcollect_tests::{config, unique, Capture, Msg};
 use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -18,12 +18,12 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(prefix: &str, collect_root_logs: bool) -> Rig {
+    fn new(prefix: &str, collect: Collect) -> Rig {
         let ex = unique(prefix);
         let cap = Capture::topic(&ex, "logstash.#");
         let shipper = Shipper::new(config(&ex).build().unwrap()).unwrap();
         let dispatch = tracing::Dispatch::new(
-            tracing_subscriber::registry().with(task_layer(&shipper, collect_root_logs)),
+            tracing_subscriber::registry().with(task_layer(&shipper, collect)),
         );
         Rig {
             cap,
@@ -60,7 +60,7 @@ fn assert_task_fields(m: &Msg, correlation: &str) {
 
 #[test]
 fn without_root_logs_only_records_inside_tasks_are_shipped() {
-    let rig = Rig::new("jobs-noroot", false);
+    let rig = Rig::new("jobs-noroot", Collect::TasksOnly);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -103,7 +103,7 @@ fn without_root_logs_only_records_inside_tasks_are_shipped() {
 
 #[test]
 fn with_root_logs_everything_is_shipped() {
-    let rig = Rig::new("jobs-root", true);
+    let rig = Rig::new("jobs-root", Collect::All);
     tracing::dispatcher::with_default(&rig.dispatch, || {
         tracing::info!(target: "app::main", step = 1, "outside");
         task_span(&info("order-44"))
@@ -128,7 +128,7 @@ fn with_root_logs_everything_is_shipped() {
 
 #[test]
 fn task_spans_follow_futures_on_a_multi_thread_runtime() {
-    let rig = Rig::new("jobs-mt", false);
+    let rig = Rig::new("jobs-mt", Collect::TasksOnly);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -256,7 +256,7 @@ mod apalis_worker {
 
     #[test]
     fn a_job_runs_under_the_senders_correlation_id_with_task_fields() {
-        let rig = Rig::new("jobs-apalis", false);
+        let rig = Rig::new("jobs-apalis", Collect::TasksOnly);
         let queue = unique("jobs-q");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

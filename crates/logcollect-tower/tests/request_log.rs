@@ -8,11 +8,15 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::BodyExt as _;
+use logcollect::correlation::IdGenerator;
 use logcollect::{LogcollectLayer, Shipper};
 use logcollect_tests::{config, unique, Capture, Msg};
-use logcollect_tower::{RequestId, RequestLogLayer, ACCESS_TARGET};
-use tower::ServiceExt as _;
+use logcollect_tower::{Outcome, RequestId, RequestLog, RequestLogLayer, ACCESS_TARGET};
+use tower::{Layer as _, ServiceExt as _};
 use tracing_subscriber::layer::SubscriberExt as _;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -275,6 +279,7 @@ fn plain_tower_service_and_errors() {
         .unwrap();
     assert!(access.str("message").starts_with("POST /things 404 "));
     assert_eq!(access.field("status").as_u64(), Some(404));
+    assert_eq!(access.str("levelname"), "WARNING", "4xx: WARNING");
     assert!(access.field("route").is_null(), "no route without axum");
     for m in &msgs {
         assert_eq!(m.str("request_id"), "plain-1");
@@ -298,5 +303,212 @@ fn plain_tower_service_and_errors() {
     );
     assert!(access.field("status").is_null());
     assert!(access.field("latency_ms").is_f64());
+    assert_eq!(access.str("levelname"), "ERROR", "a failed service: ERROR");
+    rig.shipper.shutdown(WAIT).unwrap();
+}
+
+/// A plain service answering `status`, with a record from the handler.
+fn answering(
+    status: u16,
+) -> impl tower::Service<
+    Request<String>,
+    Response = Response<String>,
+    Error = Infallible,
+    Future: Send,
+> + Clone {
+    tower::service_fn(move |req: Request<String>| async move {
+        tracing::info!(target: "app::handler", path = req.uri().path(), "handled");
+        Ok::<_, Infallible>(
+            Response::builder()
+                .status(status)
+                .body(String::new())
+                .unwrap(),
+        )
+    })
+}
+
+fn req_get(path: &str) -> Request<String> {
+    Request::get(path).body(String::new()).unwrap()
+}
+
+/// The access record among `msgs` (panics when there is none).
+fn access_of(msgs: &[Msg]) -> &Msg {
+    msgs.iter()
+        .find(|m| m.str("logger") == ACCESS_TARGET)
+        .expect("an access record")
+}
+
+#[test]
+fn access_level_follows_the_status() {
+    let rig = Rig::new("tower-levels");
+    for (status, level) in [
+        (200, "INFO"),
+        (302, "INFO"),
+        (400, "WARNING"),
+        (404, "WARNING"),
+        (500, "ERROR"),
+        (503, "ERROR"),
+    ] {
+        let resp = rig
+            .run(RequestLog::new(answering(status)).oneshot(req_get("/x")))
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status);
+        let msgs = rig.records(2);
+        let access = access_of(&msgs);
+        assert_eq!(access.str("levelname"), level, "{status}: {}", access.body);
+        assert_eq!(access.field("status").as_u64(), Some(status as u64));
+    }
+
+    // A rule of one's own: 404s are routine here.
+    let layer = RequestLogLayer::builder()
+        .level(|o: &Outcome| match o.status() {
+            Some(s) if s == StatusCode::NOT_FOUND => tracing::Level::INFO,
+            _ => logcollect_tower::default_level(o),
+        })
+        .build();
+    let _ = rig.run(layer.layer(answering(404)).oneshot(req_get("/x")));
+    assert_eq!(access_of(&rig.records(2)).str("levelname"), "INFO");
+    let _ = rig.run(layer.layer(answering(500)).oneshot(req_get("/x")));
+    assert_eq!(access_of(&rig.records(2)).str("levelname"), "ERROR");
+    rig.shipper.shutdown(WAIT).unwrap();
+}
+
+#[test]
+fn skipped_paths_write_no_access_record_but_keep_their_ids() {
+    let rig = Rig::new("tower-skip");
+    let layer = RequestLogLayer::builder()
+        .skip_paths(["/healthz", "/metrics"])
+        .build();
+    for path in ["/healthz", "/healthz?verbose=1", "/metrics"] {
+        let resp = rig
+            .run(
+                layer.layer(answering(200)).oneshot(
+                    Request::get(path)
+                        .header("X-Request-ID", "probe-1")
+                        .body(String::new())
+                        .unwrap(),
+                ),
+            )
+            .unwrap();
+        assert_eq!(resp.headers()["x-request-id"], "probe-1", "id still echoed");
+        // Only the handler's record, with the request's fields.
+        let msgs = rig.records(1);
+        assert_eq!(msgs[0].str("logger"), "app::handler", "{path}");
+        assert_eq!(msgs[0].str("request_id"), "probe-1");
+    }
+    // Exact paths: a longer one is logged.
+    let _ = rig.run(
+        layer
+            .layer(answering(200))
+            .oneshot(req_get("/healthz/deep")),
+    );
+    let msgs = rig.records(2);
+    assert_eq!(access_of(&msgs).str("path"), "/healthz/deep");
+    rig.shipper.shutdown(WAIT).unwrap();
+}
+
+#[test]
+fn traceparent_gives_the_correlation_id_and_ids_can_be_uuid_v4() {
+    let rig = Rig::new("tower-tp");
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (resp, body) = rig.run(call(
+        Request::get("/users/1")
+            .header("X-Request-ID", "req-tp")
+            .header("traceparent", tp)
+            .body(Body::empty())
+            .unwrap(),
+    ));
+    assert_eq!(echoed(&resp), "req-tp");
+    assert_eq!(body, "4bf92f3577b34da6a3ce929d0e0e4736 req-tp");
+    for m in rig.records(2) {
+        assert_eq!(m.str("request_id"), "req-tp");
+        assert_eq!(m.str("correlation_id"), "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    let layer = RequestLogLayer::builder()
+        .id_generator(IdGenerator::UuidV4)
+        .build();
+    let resp = rig
+        .run(layer.layer(answering(200)).oneshot(req_get("/x")))
+        .unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
+    for m in rig.records(2) {
+        assert_eq!(m.str("request_id"), id);
+    }
+    rig.shipper.shutdown(WAIT).unwrap();
+}
+
+/// The body of [`grpc_answer`]'s responses.
+type GrpcBody = http_body_util::StreamBody<
+    futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>,
+>;
+
+/// A gRPC-style answer: one message, then trailers with `grpc-status` = `code`.
+fn grpc_answer(
+    code: &'static str,
+) -> impl tower::Service<Request<String>, Response = Response<GrpcBody>, Error = Infallible> + Clone
+{
+    tower::service_fn(move |_req: Request<String>| async move {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static(code));
+        let frames = vec![
+            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        Ok::<_, Infallible>(
+            Response::builder()
+                .header("content-type", "application/grpc")
+                .body(body)
+                .unwrap(),
+        )
+    })
+}
+
+#[test]
+fn grpc_status_is_read_from_the_trailers_when_the_body_ends() {
+    let rig = Rig::new("tower-grpc-trailers");
+    let resp = rig
+        .run(RequestLog::new(grpc_answer("13")).oneshot(req_get("/pkg.Svc/Call")))
+        .unwrap();
+    // The head alone says 200: no access record yet.
+    rig.shipper.flush(WAIT).unwrap();
+    assert!(
+        rig.cap.drain(Duration::from_millis(300)).is_empty(),
+        "the access record waits for the trailers"
+    );
+    let collected = rig.run(resp.into_body().collect()).unwrap();
+    assert_eq!(
+        collected.trailers().unwrap()["grpc-status"],
+        "13",
+        "trailers pass unchanged"
+    );
+    let m = &rig.records(1)[0];
+    assert_eq!(m.str("logger"), ACCESS_TARGET);
+    assert_eq!(m.field("status").as_u64(), Some(200));
+    assert_eq!(m.field("grpc_status").as_i64(), Some(13), "{}", m.body);
+    assert_eq!(m.str("levelname"), "ERROR");
+    assert!(
+        m.str("message")
+            .starts_with("GET /pkg.Svc/Call 200 grpc-status 13 "),
+        "{}",
+        m.body
+    );
+
+    // A body dropped before its trailers (a cancelled call): recorded
+    // without a code, WARNING.
+    let resp = rig
+        .run(RequestLog::new(grpc_answer("0")).oneshot(req_get("/pkg.Svc/Call")))
+        .unwrap();
+    rig.run(async move { drop(resp) });
+    let m = &rig.records(1)[0];
+    assert!(m.field("grpc_status").is_null(), "{}", m.body);
+    assert_eq!(m.str("levelname"), "WARNING");
+    assert!(
+        m.str("message").contains(" 200 grpc-status none "),
+        "{}",
+        m.body
+    );
     rig.shipper.shutdown(WAIT).unwrap();
 }

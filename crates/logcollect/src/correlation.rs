@@ -37,14 +37,27 @@
 //!
 //! ## Across AMQP messages
 //!
+//! The helpers share a message with other tools and never break their
+//! context: a `correlation_id` property is what RabbitMQ's RPC pattern
+//! matches replies with, and a `traceparent` belongs to the tracer that wrote
+//! it. Neither is ever overwritten.
+//!
 //! | carrier | written by [`inject_headers`] / [`inject_properties`] | read by [`extract_headers`] / [`extract_properties`], in this order |
 //! |---|---|---|
-//! | header `CORRELATION_ID` ([`HEADER`]) | the id | 1st |
-//! | basic property `correlation_id` | the id ([`inject_properties`]) | 2nd ([`extract_properties`]) |
-//! | header `traceparent` ([`TRACEPARENT_HEADER`], W3C) | `00-<trace id>-<span id>-01`; the trace id is the id's 32 hex digits when the id is a UUID, random otherwise | 3rd: the trace id, 32 lowercase hex digits |
+//! | header `CORRELATION_ID` ([`HEADER`]; Python logcollect, asgi-correlation-id's Celery extension) | the id (this header is the id's own carrier) | 1st |
+//! | header `root_id` (Celery protocol 2: the first task of the flow) | never | 2nd, when the message is a Celery task (it has a `task` header) |
+//! | header `parent_id` (Celery: the task that sent this one) | never | 3rd, likewise |
+//! | header `id` (Celery: this task) | never | 4th, likewise |
+//! | basic property `correlation_id` (Celery: the task id; RPC: the reply's key) | the id, only when the message has none ([`inject_properties`]) | 5th ([`extract_properties`]) |
+//! | header `traceparent` ([`TRACEPARENT_HEADER`], W3C) | only when the message has none: `00-<trace id>-<span id>-00`, the trace id being the id's 32 hex digits when the id is a UUID, random otherwise; flags `00`, see [`traceparent`] | 6th: the trace id, 32 lowercase hex digits |
 //!
 //! Values read from a message are untrusted: one that is not a valid id
 //! ([`is_valid`]: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`) is skipped.
+//! [`Sources`] applies the same order to carriers other than lapin's types.
+//!
+//! With OpenTelemetry propagation, inject the trace context first (its
+//! propagator writes `traceparent`), then call these helpers: they add the
+//! correlation id and keep the trace context as it is.
 //!
 //! ```no_run
 //! # async fn send(channel: lapin::Channel) -> Result<(), lapin::Error> {
@@ -56,6 +69,14 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
+//!
+//! ## New ids
+//!
+//! [`generate`] makes a UUIDv7 (time-ordered, so ids sort by creation in
+//! Kibana). [`IdGenerator`] chooses another kind where a neighbour expects
+//! it: asgi-correlation-id, for one, accepts only UUIDv4 by default.
+
+use std::fmt;
 
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::BasicProperties;
@@ -68,6 +89,19 @@ pub const HEADER: &str = "CORRELATION_ID";
 
 /// The W3C trace-context header.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// The Celery (protocol 2) header with the id of the first task of a flow.
+pub const CELERY_ROOT_ID_HEADER: &str = "root_id";
+
+/// The Celery header with the id of the task that sent this one.
+pub const CELERY_PARENT_ID_HEADER: &str = "parent_id";
+
+/// The Celery header with the task's own id.
+pub const CELERY_ID_HEADER: &str = "id";
+
+/// The Celery header with the task's name: its presence marks a message as a
+/// Celery task, whose `root_id`, `parent_id` and `id` headers are then read.
+pub const CELERY_TASK_HEADER: &str = "task";
 
 /// The longest id [`is_valid`] accepts. Long enough for any UUID, ULID or
 /// W3C trace id with a prefix; short enough that a hostile header cannot
@@ -85,17 +119,70 @@ pub fn is_valid(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// A new id: a UUIDv7 (time-ordered), hyphenated, lowercase.
+/// A new id: a UUIDv7 (time-ordered), hyphenated, lowercase. The same as
+/// `IdGenerator::default().generate()`.
 pub fn generate() -> String {
-    uuid::Uuid::now_v7().to_string()
+    IdGenerator::UuidV7.generate()
 }
 
-/// A W3C `traceparent` value for `id`: `00-<trace id>-<span id>-01`.
+/// How new request and correlation ids are made.
+///
+/// | variant | example |
+/// |---|---|
+/// | `UuidV7` (default) | `0190f3c2-7a1b-7c3d-9e4f-0a1b2c3d4e5f`: time-ordered |
+/// | `UuidV4` | `9b2e6c1e-4c8f-4a57-8f0e-3f7d2a9c1b44`: random, what asgi-correlation-id's validator accepts by default |
+/// | `Custom(f)` | whatever `f` returns; it should be [valid](is_valid) |
+///
+/// ```
+/// use logcollect::correlation::IdGenerator;
+/// let id = IdGenerator::UuidV4.generate();
+/// assert_eq!(id.len(), 36);
+/// assert_eq!(&id[14..15], "4");
+/// ```
+#[derive(Clone, Copy, Default)]
+#[non_exhaustive]
+pub enum IdGenerator {
+    /// A UUIDv7, hyphenated, lowercase.
+    #[default]
+    UuidV7,
+    /// A UUIDv4, hyphenated, lowercase.
+    UuidV4,
+    /// Ids from your own function.
+    Custom(fn() -> String),
+}
+
+impl IdGenerator {
+    /// A new id.
+    pub fn generate(&self) -> String {
+        match self {
+            IdGenerator::UuidV7 => uuid::Uuid::now_v7().to_string(),
+            IdGenerator::UuidV4 => uuid::Uuid::new_v4().to_string(),
+            IdGenerator::Custom(f) => f(),
+        }
+    }
+}
+
+impl fmt::Debug for IdGenerator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdGenerator::UuidV7 => f.write_str("UuidV7"),
+            IdGenerator::UuidV4 => f.write_str("UuidV4"),
+            IdGenerator::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+/// A W3C `traceparent` value for `id`: `00-<trace id>-<span id>-00`.
 ///
 /// The trace id is the id's own 128 bits when `id` is a UUID (any form
 /// `uuid` parses, including 32 bare hex digits, so an id read from a
 /// `traceparent` maps back to the same trace id), random otherwise; the span
-/// id is random. The flags say "sampled".
+/// id is random.
+///
+/// The flags are `00`: logcollect records no trace, so it never sets the
+/// sampled flag, which would make every parent-based sampler downstream
+/// record the whole flow. A service that traces has its own `traceparent`,
+/// which the `inject_*` helpers leave alone.
 pub fn traceparent(id: &str) -> String {
     let trace = match uuid::Uuid::parse_str(id) {
         Ok(u) if !u.is_nil() => u.as_u128(),
@@ -107,7 +194,7 @@ pub fn traceparent(id: &str) -> String {
             break s; // the all-zero span id is invalid (W3C trace-context §3.2.2.4)
         }
     };
-    format!("00-{trace:032x}-{span:016x}-01")
+    format!("00-{trace:032x}-{span:016x}-00")
 }
 
 fn nonzero_random_u128() -> u128 {
@@ -145,70 +232,186 @@ pub fn trace_id_from_traceparent(value: &str) -> Option<&str> {
     Some(trace)
 }
 
+/// The values a message or request carries that may hold its correlation
+/// id, for any carrier (lapin's types have [`extract_properties`]; a job
+/// framework's metadata map or an HTTP request fill this by hand).
+/// [`choose`](Sources::choose) takes the first valid one in field order.
+///
+/// ```
+/// let sources = logcollect::correlation::Sources {
+///     celery_root_id: Some("flow-1"),
+///     celery_id: Some("task-2"),
+///     property: Some("task-2"),
+///     ..Default::default()
+/// };
+/// assert_eq!(sources.choose().as_deref(), Some("flow-1"));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sources<'a> {
+    /// The `CORRELATION_ID` header.
+    pub header: Option<&'a str>,
+    /// Celery's `root_id` header: the flow's first task.
+    pub celery_root_id: Option<&'a str>,
+    /// Celery's `parent_id` header.
+    pub celery_parent_id: Option<&'a str>,
+    /// Celery's `id` header: the task itself.
+    pub celery_id: Option<&'a str>,
+    /// The `correlation_id` property.
+    pub property: Option<&'a str>,
+    /// The `traceparent` header (its trace id is used).
+    pub traceparent: Option<&'a str>,
+}
+
+impl Sources<'_> {
+    /// The first valid ([`is_valid`]) id in field order, trimmed; for the
+    /// `traceparent`, its trace id.
+    pub fn choose(&self) -> Option<String> {
+        [
+            self.header,
+            self.celery_root_id,
+            self.celery_parent_id,
+            self.celery_id,
+            self.property,
+        ]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|v| is_valid(v))
+        .or_else(|| self.traceparent.and_then(trace_id_from_traceparent))
+        .map(str::to_owned)
+    }
+}
+
 /// Chooses the correlation id from the values a message carries, in order
 /// of preference: the `CORRELATION_ID` header, the `correlation_id` property,
 /// then the trace id of the `traceparent` header. Invalid values
-/// ([`is_valid`]) are skipped. For carriers other than lapin's types (a job
-/// framework's metadata map, say).
+/// ([`is_valid`]) are skipped. A shortcut for [`Sources`] without Celery's
+/// headers.
 pub fn from_parts(
     header: Option<&str>,
     property: Option<&str>,
     traceparent: Option<&str>,
 ) -> Option<String> {
-    let header = header.map(str::trim).filter(|v| is_valid(v));
-    let property = property.map(str::trim).filter(|v| is_valid(v));
-    header
-        .or(property)
-        .or_else(|| traceparent.and_then(trace_id_from_traceparent))
-        .map(str::to_owned)
+    Sources {
+        header,
+        property,
+        traceparent,
+        ..Sources::default()
+    }
+    .choose()
 }
 
-/// Writes `id` into `headers`: `CORRELATION_ID` = `id` and a fresh
-/// `traceparent` derived from it (see [`traceparent`]). Existing values of
-/// those two headers are replaced.
+/// The request id and correlation id of an incoming HTTP request, as the
+/// web integrations (`logcollect-tower`, `logcollect-actix`) choose them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestIds {
+    /// Identifies this one request: the request-id header, else the
+    /// correlation-id header, else a new id.
+    pub request_id: String,
+    /// Identifies the flow the request belongs to: the correlation-id
+    /// header, else the trace id of `traceparent`, else the request id.
+    pub correlation_id: String,
+}
+
+impl RequestIds {
+    /// The ids for a request whose request-id header (`X-Request-ID`),
+    /// correlation-id header (`X-Correlation-ID`) and `traceparent` have
+    /// these values; values that are not valid ([`is_valid`]) are ignored,
+    /// never trusted, and a missing request id is made with `generator`.
+    pub fn from_headers(
+        request_id: Option<&str>,
+        correlation_id: Option<&str>,
+        traceparent: Option<&str>,
+        generator: IdGenerator,
+    ) -> RequestIds {
+        fn valid(v: Option<&str>) -> Option<&str> {
+            v.map(str::trim).filter(|v| is_valid(v))
+        }
+        let request = valid(request_id);
+        let correlation = valid(correlation_id);
+        let request_id = request
+            .or(correlation)
+            .map_or_else(|| generator.generate(), str::to_owned);
+        let correlation_id = correlation
+            .or_else(|| traceparent.and_then(trace_id_from_traceparent))
+            .map_or_else(|| request_id.clone(), str::to_owned);
+        RequestIds {
+            request_id,
+            correlation_id,
+        }
+    }
+}
+
+/// Writes `id` into `headers`: `CORRELATION_ID` = `id` (the header is the
+/// id's own carrier, so a previous value is replaced) and, when `headers`
+/// has no `traceparent`, one derived from the id (see [`traceparent`]). An
+/// existing `traceparent` is kept as it is, whatever its value.
 pub fn inject_headers(headers: &mut FieldTable, id: &str) {
     headers.insert(ShortString::from(HEADER), AMQPValue::LongString(id.into()));
-    headers.insert(
-        ShortString::from(TRACEPARENT_HEADER),
-        AMQPValue::LongString(traceparent(id).into()),
-    );
+    if !headers.contains_key(TRACEPARENT_HEADER) {
+        headers.insert(
+            ShortString::from(TRACEPARENT_HEADER),
+            AMQPValue::LongString(traceparent(id).into()),
+        );
+    }
 }
 
-/// `props` with `id` in the `correlation_id` property and in the headers
-/// (see [`inject_headers`]); other headers are kept.
+/// `props` with `id` in the headers (see [`inject_headers`]; other headers
+/// are kept) and in the `correlation_id` property when `props` has none. An
+/// existing `correlation_id` property is kept as it is: RabbitMQ's RPC
+/// pattern and Celery give it a meaning of their own.
 pub fn inject_properties(props: BasicProperties, id: &str) -> BasicProperties {
     let mut headers = props.headers().clone().unwrap_or_default();
     inject_headers(&mut headers, id);
     // A short string holds at most 255 bytes: a longer id travels in the
     // headers only.
     let props = match ShortString::try_new(id) {
-        Ok(s) => props.with_correlation_id(s),
-        Err(_) => props,
+        Ok(s) if props.correlation_id().is_none() => props.with_correlation_id(s),
+        _ => props,
     };
     props.with_headers(headers)
 }
 
-/// The correlation id in `headers`: `CORRELATION_ID`, else the trace id of
-/// `traceparent` (invalid values are skipped).
+/// The correlation id in `headers`: `CORRELATION_ID`, else Celery's
+/// `root_id`, `parent_id`, `id` (for a Celery task message), else the trace
+/// id of `traceparent` (invalid values are skipped).
 pub fn extract_headers(headers: &FieldTable) -> Option<String> {
-    let header = header_str(headers, HEADER);
-    let tp = header_str(headers, TRACEPARENT_HEADER);
-    from_parts(header.as_deref(), None, tp.as_deref())
+    extract(Some(headers), None)
 }
 
-/// The correlation id of a message: the `CORRELATION_ID` header, else the
-/// `correlation_id` property, else the trace id of the `traceparent` header
-/// (invalid values are skipped).
+/// The correlation id of a message: the `CORRELATION_ID` header, else
+/// Celery's `root_id`, `parent_id` and `id` headers (for a Celery task
+/// message: one with a `task` header), else the `correlation_id` property,
+/// else the trace id of the `traceparent` header (invalid values are
+/// skipped).
 pub fn extract_properties(props: &BasicProperties) -> Option<String> {
-    let headers = props.headers().as_ref();
-    let header = headers.and_then(|h| header_str(h, HEADER));
-    let tp = headers.and_then(|h| header_str(h, TRACEPARENT_HEADER));
     let property = props.correlation_id().as_ref().map(|s| s.as_str());
-    from_parts(header.as_deref(), property, tp.as_deref())
+    extract(props.headers().as_ref(), property)
+}
+
+fn extract(headers: Option<&FieldTable>, property: Option<&str>) -> Option<String> {
+    let get = |key: &str| headers.and_then(|h| header_str(h, key));
+    let celery = headers.is_some_and(|h| h.contains_key(CELERY_TASK_HEADER));
+    let celery_get = |key: &str| if celery { get(key) } else { None };
+    let header = get(HEADER);
+    let root_id = celery_get(CELERY_ROOT_ID_HEADER);
+    let parent_id = celery_get(CELERY_PARENT_ID_HEADER);
+    let task_id = celery_get(CELERY_ID_HEADER);
+    let tp = get(TRACEPARENT_HEADER);
+    Sources {
+        header: header.as_deref(),
+        celery_root_id: root_id.as_deref(),
+        celery_parent_id: parent_id.as_deref(),
+        celery_id: task_id.as_deref(),
+        property,
+        traceparent: tp.as_deref(),
+    }
+    .choose()
 }
 
 /// A header's value as text, whatever string type the sender used (pika and
-/// kombu send long strings; some clients send byte arrays).
+/// kombu send long strings; some clients send byte arrays). `None` for other
+/// types (Celery sends a missing `parent_id` as void).
 fn header_str(headers: &FieldTable, key: &str) -> Option<String> {
     let bytes: &[u8] = match headers.inner().get(key)? {
         AMQPValue::LongString(s) => s.as_bytes(),
@@ -268,6 +471,35 @@ mod span {
         });
     }
 
+    /// The OpenTelemetry trace id and span id of a span (lowercase hex, 32
+    /// and 16 digits), kept in the span's data in the `tracing_subscriber`
+    /// registry. An integration that knows them (`logcollect-opentelemetry`)
+    /// stores them with `span.extensions_mut().replace(TraceIds { .. })`;
+    /// every record made inside the span then carries them as `trace_id` and
+    /// `span_id` ([`TRACE_ID_FIELD`](super::TRACE_ID_FIELD),
+    /// [`SPAN_ID_FIELD`](super::SPAN_ID_FIELD); ECS: `trace.id`, `span.id`),
+    /// the innermost span's winning, and a field of those names that the
+    /// span or event declares itself winning over them.
+    #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct TraceIds {
+        /// The trace id.
+        pub trace_id: String,
+        /// The span id.
+        pub span_id: String,
+    }
+
+    /// Writes a span's [`TraceIds`], if it has some, into a record.
+    pub(crate) fn write_trace_ids(
+        ext: &tracing_subscriber::registry::Extensions<'_>,
+        w: &mut crate::encode::RecordWriter<'_>,
+    ) {
+        if let Some(ids) = ext.get::<TraceIds>() {
+            w.str(super::TRACE_ID_FIELD, &ids.trace_id);
+            w.str(super::SPAN_ID_FIELD, &ids.span_id);
+        }
+    }
+
     /// The correlation id of the current span or its nearest parent that has
     /// one (set by [`scope`] or [`attach`]), if any.
     ///
@@ -291,7 +523,18 @@ mod span {
 
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
-pub use span::{attach, current, scope};
+pub use span::{attach, current, scope, TraceIds};
+
+#[cfg(feature = "tracing")]
+pub(crate) use span::write_trace_ids;
+
+/// The record field with the OpenTelemetry trace id ([`TraceIds`]; ECS:
+/// `trace.id`).
+pub const TRACE_ID_FIELD: &str = "trace_id";
+
+/// The record field with the OpenTelemetry span id ([`TraceIds`]; ECS:
+/// `span.id`).
+pub const SPAN_ID_FIELD: &str = "span_id";
 
 #[cfg(test)]
 mod tests {
@@ -338,7 +581,7 @@ mod tests {
             tp.starts_with("00-0190f3c27a1b7c3d9e4f0a1b2c3d4e5f-"),
             "{tp}"
         );
-        assert!(tp.ends_with("-01"));
+        assert!(tp.ends_with("-00"), "never claims sampled: {tp}");
         assert_eq!(
             trace_id_from_traceparent(&tp),
             Some("0190f3c27a1b7c3d9e4f0a1b2c3d4e5f")
@@ -455,6 +698,245 @@ mod tests {
             from_parts(Some(&"x".repeat(500)), None, None),
             None,
             "oversized header"
+        );
+    }
+
+    #[test]
+    fn an_existing_traceparent_and_correlation_id_property_survive_injection() {
+        let theirs = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = FieldTable::default();
+        h.insert(
+            TRACEPARENT_HEADER.into(),
+            AMQPValue::LongString(theirs.into()),
+        );
+        h.insert("x-other".into(), AMQPValue::LongString("keep".into()));
+        let props = BasicProperties::default()
+            .with_headers(h)
+            .with_correlation_id("rpc-reply-7".into())
+            .with_reply_to("amq.rabbitmq.reply-to".into());
+        let props = inject_properties(props, "abc-123");
+        assert_eq!(
+            props.correlation_id().as_ref().map(|s| s.as_str()),
+            Some("rpc-reply-7"),
+            "the RPC correlation id is kept"
+        );
+        let h = props.headers().as_ref().unwrap();
+        assert_eq!(
+            h.inner().get(TRACEPARENT_HEADER),
+            Some(&AMQPValue::LongString(theirs.into())),
+            "their traceparent is kept byte for byte"
+        );
+        assert_eq!(header_str(h, HEADER).as_deref(), Some("abc-123"));
+        assert_eq!(header_str(h, "x-other").as_deref(), Some("keep"));
+        // Our id is still what we read back (the header comes first).
+        assert_eq!(extract_properties(&props).as_deref(), Some("abc-123"));
+
+        // The same through inject_headers alone, with a traceparent of any type.
+        let mut h = FieldTable::default();
+        h.insert(TRACEPARENT_HEADER.into(), AMQPValue::LongLongInt(1));
+        inject_headers(&mut h, "abc-123");
+        assert_eq!(
+            h.inner().get(TRACEPARENT_HEADER),
+            Some(&AMQPValue::LongLongInt(1))
+        );
+    }
+
+    #[test]
+    fn injected_traceparents_never_claim_sampling() {
+        for id in ["abc-123", "0190f3c2-7a1b-7c3d-9e4f-0a1b2c3d4e5f"] {
+            let mut h = FieldTable::default();
+            inject_headers(&mut h, id);
+            let tp = header_str(&h, TRACEPARENT_HEADER).unwrap();
+            let flags = u8::from_str_radix(&tp[53..], 16).unwrap();
+            assert_eq!(flags & 1, 0, "sampled flag set in {tp}");
+        }
+    }
+
+    /// The headers Celery 5 (protocol 2) puts on a task message; `parent_id`
+    /// is void for a task sent outside any task.
+    fn celery_headers(root: &str, parent: Option<&str>, id: &str) -> FieldTable {
+        let mut h = FieldTable::default();
+        h.insert("lang".into(), AMQPValue::LongString("py".into()));
+        h.insert(
+            CELERY_TASK_HEADER.into(),
+            AMQPValue::LongString("proj.add".into()),
+        );
+        h.insert(CELERY_ID_HEADER.into(), AMQPValue::LongString(id.into()));
+        h.insert(
+            CELERY_ROOT_ID_HEADER.into(),
+            AMQPValue::LongString(root.into()),
+        );
+        h.insert(
+            CELERY_PARENT_ID_HEADER.into(),
+            parent.map_or(AMQPValue::Void, |p| AMQPValue::LongString(p.into())),
+        );
+        h
+    }
+
+    #[test]
+    fn celery_root_id_then_parent_id_then_id_before_the_property() {
+        let props = |h: FieldTable, prop: &str| {
+            BasicProperties::default()
+                .with_headers(h)
+                .with_correlation_id(prop.into())
+        };
+        // A subtask: the flow's root wins over the task's own id (the property).
+        let p = props(
+            celery_headers("root-1", Some("parent-1"), "task-3"),
+            "task-3",
+        );
+        assert_eq!(extract_properties(&p).as_deref(), Some("root-1"));
+        // No valid root: the parent, then the task id.
+        let p = props(
+            celery_headers("bad root", Some("parent-1"), "task-3"),
+            "task-3",
+        );
+        assert_eq!(extract_properties(&p).as_deref(), Some("parent-1"));
+        let mut h = celery_headers("bad root", None, "task-3");
+        h.insert(CELERY_ROOT_ID_HEADER.into(), AMQPValue::Void);
+        assert_eq!(
+            extract_properties(&props(h, "prop-1")).as_deref(),
+            Some("task-3")
+        );
+        // asgi-correlation-id's Celery extension: CORRELATION_ID first of all.
+        let mut h = celery_headers("root-1", None, "task-3");
+        h.insert(HEADER.into(), AMQPValue::LongString("req-9".into()));
+        assert_eq!(
+            extract_properties(&props(h.clone(), "task-3")).as_deref(),
+            Some("req-9")
+        );
+        assert_eq!(extract_headers(&h).as_deref(), Some("req-9"));
+        // Without the property too (headers only).
+        assert_eq!(
+            extract_headers(&celery_headers("root-1", None, "task-3")).as_deref(),
+            Some("root-1")
+        );
+    }
+
+    #[test]
+    fn celery_header_names_are_read_only_on_celery_messages() {
+        // An `id` header on a message that is not a Celery task is someone
+        // else's business.
+        let mut h = FieldTable::default();
+        h.insert(
+            CELERY_ID_HEADER.into(),
+            AMQPValue::LongString("row-17".into()),
+        );
+        h.insert(
+            CELERY_ROOT_ID_HEADER.into(),
+            AMQPValue::LongString("x-1".into()),
+        );
+        let p = BasicProperties::default()
+            .with_headers(h)
+            .with_correlation_id("prop-1".into());
+        assert_eq!(extract_properties(&p).as_deref(), Some("prop-1"));
+    }
+
+    #[test]
+    fn sources_order() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let all = Sources {
+            header: Some("h"),
+            celery_root_id: Some("r"),
+            celery_parent_id: Some("p"),
+            celery_id: Some("i"),
+            property: Some("c"),
+            traceparent: Some(tp),
+        };
+        assert_eq!(all.choose().as_deref(), Some("h"));
+        let s = Sources {
+            header: Some("bad id"),
+            ..all
+        };
+        assert_eq!(s.choose().as_deref(), Some("r"));
+        let s = Sources {
+            celery_root_id: None,
+            ..s
+        };
+        assert_eq!(s.choose().as_deref(), Some("p"));
+        let s = Sources {
+            celery_parent_id: None,
+            ..s
+        };
+        assert_eq!(s.choose().as_deref(), Some("i"));
+        let s = Sources {
+            celery_id: None,
+            ..s
+        };
+        assert_eq!(s.choose().as_deref(), Some("c"));
+        let s = Sources {
+            property: None,
+            ..s
+        };
+        assert_eq!(
+            s.choose().as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        let s = Sources {
+            traceparent: Some("junk"),
+            ..s
+        };
+        assert_eq!(s.choose(), None);
+        assert_eq!(from_parts(None, Some(" c "), None).as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn id_generators() {
+        let v7 = IdGenerator::default().generate();
+        assert_eq!(uuid::Uuid::parse_str(&v7).unwrap().get_version_num(), 7);
+        let v4 = IdGenerator::UuidV4.generate();
+        let u = uuid::Uuid::parse_str(&v4).unwrap();
+        assert_eq!(u.get_version_num(), 4);
+        assert_eq!(v4, u.hyphenated().to_string(), "hyphenated lowercase");
+        assert_ne!(v4, IdGenerator::UuidV4.generate());
+        fn fixed() -> String {
+            "fixed-1".into()
+        }
+        assert_eq!(IdGenerator::Custom(fixed).generate(), "fixed-1");
+        assert_eq!(format!("{:?}", IdGenerator::Custom(fixed)), "Custom(..)");
+    }
+
+    #[test]
+    fn request_ids_from_http_headers() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let ids = |r, c, t| RequestIds::from_headers(r, c, t, IdGenerator::UuidV4);
+        let x = ids(Some("req-1"), None, None);
+        assert_eq!(
+            (x.request_id.as_str(), x.correlation_id.as_str()),
+            ("req-1", "req-1")
+        );
+        let x = ids(None, Some("corr-1"), Some(tp));
+        assert_eq!(
+            (x.request_id.as_str(), x.correlation_id.as_str()),
+            ("corr-1", "corr-1")
+        );
+        // A traceparent names the flow; the request keeps its own id.
+        let x = ids(Some("req-1"), None, Some(tp));
+        assert_eq!(x.request_id, "req-1");
+        assert_eq!(x.correlation_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        let x = ids(None, None, Some(tp));
+        assert_eq!(
+            uuid::Uuid::parse_str(&x.request_id)
+                .unwrap()
+                .get_version_num(),
+            4
+        );
+        assert_eq!(x.correlation_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        // Invalid values are ignored, the generator fills in.
+        let x = ids(Some("a b"), Some("{"), Some("00-zz"));
+        assert_eq!(
+            uuid::Uuid::parse_str(&x.request_id)
+                .unwrap()
+                .get_version_num(),
+            4
+        );
+        assert_eq!(x.correlation_id, x.request_id);
+        let x = RequestIds::from_headers(None, None, None, IdGenerator::default());
+        assert_eq!(
+            uuid::Uuid::parse_str(&x.request_id)
+                .unwrap()
+                .get_version_num(),
+            7
         );
     }
 

@@ -135,11 +135,13 @@ pub(crate) fn add_current_span_fields(w: &mut RecordWriter<'_>) {
             return;
         };
         for span in span.scope() {
-            if let Some(fields) = span.extensions().get::<SpanFields>() {
+            let ext = span.extensions();
+            if let Some(fields) = ext.get::<SpanFields>() {
                 for (k, json) in &fields.0 {
                     w.raw(k, json);
                 }
             }
+            crate::correlation::write_trace_ids(&ext, w);
         }
     });
 }
@@ -270,11 +272,13 @@ where
         });
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
-                if let Some(fields) = span.extensions().get::<SpanFields>() {
+                let ext = span.extensions();
+                if let Some(fields) = ext.get::<SpanFields>() {
                     for (k, json) in &fields.0 {
                         w.raw(k, json);
                     }
                 }
+                crate::correlation::write_trace_ids(&ext, &mut w);
             }
         }
         let encoded = w.finish();

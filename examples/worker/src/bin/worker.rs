@@ -68,9 +68,9 @@ async fn run(queue: &str) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let collect_root_logs = match std::env::var("LOGCOLLECT_COLLECT_ROOT_LOGS").as_deref() {
-        Err(_) | Ok("") | Ok("false") | Ok("0") => false,
-        Ok("true") | Ok("1") => true,
+    let collect = match std::env::var("LOGCOLLECT_COLLECT_ROOT_LOGS").as_deref() {
+        Err(_) | Ok("") | Ok("false") | Ok("0") => logcollect_jobs::Collect::TasksOnly,
+        Ok("true") | Ok("1") => logcollect_jobs::Collect::All,
         Ok(other) => {
             eprintln!("worker: LOGCOLLECT_COLLECT_ROOT_LOGS must be true or false, not {other:?}");
             return ExitCode::from(2);
@@ -89,14 +89,13 @@ fn main() -> ExitCode {
             }
         }
     }
-    let guard =
-        match worker::config("worker").and_then(|c| logcollect_jobs::boot(c, collect_root_logs)) {
-            Ok(g) => g,
-            Err(e) => {
-                eprintln!("worker: {e}");
-                return ExitCode::from(2);
-            }
-        };
+    let guard = match worker::config("worker").and_then(|c| logcollect_jobs::boot(c, collect)) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let queue = worker::queue();
     // Outside any job: shipped only with LOGCOLLECT_COLLECT_ROOT_LOGS=true.
     tracing::info!(queue = queue.as_str(), "worker starting");
