@@ -459,7 +459,10 @@ fn memory_alarm_with_a_spool_never_blocks_and_memory_stays_bounded() {
     let (ex, q) = (unique("live-alarm"), unique("live-alarm-q"));
     durable_capture(&ex, &q);
     let dir = std::env::temp_dir().join(unique("lc-live-alarm-spool"));
-    const CAP: usize = 4 << 20;
+    // Records spill to the spool once memory holds three quarters of this:
+    // the last quarter (about 1,700 records, 170 ms of this stream) lets a
+    // shipper thread that is descheduled for a while catch up.
+    const CAP: usize = 8 << 20;
     let shipper = Shipper::new(
         config(&ex)
             .durable(true)
@@ -481,7 +484,7 @@ fn memory_alarm_with_a_spool_never_blocks_and_memory_stays_bounded() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // 40,000 records of about 1.2 KB (about 48 MB) while the broker blocks,
-    // 100 every 5 ms; memory may hold 4 MiB of them.
+    // 100 every 10 ms; memory may hold 8 MiB of them.
     const N: u64 = 40_000;
     let pad = "y".repeat(1000);
     let rss_before = rss_kb();
@@ -499,7 +502,7 @@ fn memory_alarm_with_a_spool_never_blocks_and_memory_stays_bounded() {
             let s = shipper.stats();
             most_in_memory = most_in_memory.max(s.pending());
             rss_peak = rss_peak.max(rss_kb());
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
     let streamed_in = started.elapsed();
@@ -524,9 +527,10 @@ fn memory_alarm_with_a_spool_never_blocks_and_memory_stays_bounded() {
         stats.spooled,
         flushed_in.as_secs_f64(),
     );
-    // Never waits: a log call costs microseconds; 50 ms leaves room for a
-    // descheduled thread on this two-core machine.
-    assert!(slowest < Duration::from_millis(50), "{slowest:?}");
+    // Never waits for the broker (that would take the whole alarm, seconds):
+    // a log call costs microseconds; 200 ms leaves room for a thread
+    // descheduled on a busy two-core machine.
+    assert!(slowest < Duration::from_millis(200), "{slowest:?}");
     // The memory cap holds: each record costs at least 1,000 bytes.
     assert!(most_in_memory as usize <= CAP / 1000, "{most_in_memory}");
     assert!(grew_mb < 24.0, "RSS grew {grew_mb:.1} MB");
