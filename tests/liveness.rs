@@ -292,8 +292,10 @@ fn broker_refusing_every_publish_sees_a_few_connections_and_one_clear_line() {
     // Every connection the process opens goes through this proxy: it
     // counts what the broker sees.
     let proxy = HangProxy::start();
-    // One record every 100 ms for 25 s, default reconnect settings.
-    const RECORDS: u64 = 250;
+    // A backlog of 100 records (a busy program), then one record every
+    // 100 ms for 25 s; default reconnect settings.
+    const BURST: u64 = 100;
+    const RECORDS: u64 = BURST + 250;
     let t0 = Instant::now();
     let run = run_child(
         &[
@@ -304,6 +306,7 @@ fn broker_refusing_every_publish_sees_a_few_connections_and_one_clear_line() {
             ("LOGCOLLECT_EXCHANGE", ex.clone()),
             ("LOGCOLLECT_DURABLE", "true".into()),
             ("LC_CHILD_RECORDS", RECORDS.to_string()),
+            ("LC_CHILD_BURST", BURST.to_string()),
             ("LC_CHILD_PACE_MS", "100".into()),
             ("LC_CHILD_SHUTDOWN_MS", "1000".into()),
         ],

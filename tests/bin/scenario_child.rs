@@ -5,6 +5,7 @@
 //!
 //! - `LC_CHILD_RECORDS`: numbered records to log (field `i`);
 //! - `LC_CHILD_PACE_MS`: pause after each record (default 0);
+//! - `LC_CHILD_BURST`: records logged first without a pause (default 0);
 //! - `LC_CHILD_PAD_BYTES`: length of a padding field (default 0);
 //! - `LC_CHILD_SHUTDOWN_MS`: the shutdown deadline (default 2,000).
 //!
@@ -60,6 +61,7 @@ fn main() {
     let rss_start_kb = status_kb("VmRSS");
     let records = var("LC_CHILD_RECORDS", 0);
     let pace = Duration::from_millis(var("LC_CHILD_PACE_MS", 0));
+    let burst = var("LC_CHILD_BURST", 0);
     let pad = "x".repeat(var("LC_CHILD_PAD_BYTES", 0) as usize);
     let mut refused_calls = 0u64;
     for i in 0..records {
@@ -69,7 +71,7 @@ fn main() {
         if !shipper.submit(&record) {
             refused_calls += 1;
         }
-        if !pace.is_zero() {
+        if i >= burst && !pace.is_zero() {
             std::thread::sleep(pace);
         }
     }
