@@ -4,6 +4,8 @@
 
 pub mod cluster;
 pub mod faults;
+pub mod guards;
+pub mod proxy;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

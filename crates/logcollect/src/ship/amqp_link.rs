@@ -97,7 +97,15 @@ impl std::fmt::Debug for AmqpLink {
 fn down(e: &lapin::Error) -> LinkDown {
     // lapin's messages never include the password: it is only sent in the
     // SASL response, which errors do not echo.
-    LinkDown::new(crate::amqp::reply_code(e), e.to_string())
+    match e.kind() {
+        // The broker closed the channel (a channel error: the publish was
+        // refused) and lapin's I/O thread marked it closing before it
+        // failed the confirms in flight with the broker's reason.
+        lapin::ErrorKind::InvalidChannelState(lapin::ChannelState::Closing, _) => {
+            LinkDown::channel_closing(e.to_string())
+        }
+        _ => LinkDown::new(crate::amqp::reply_code(e), e.to_string()),
+    }
 }
 
 impl Link for AmqpLink {

@@ -81,6 +81,10 @@ struct LinkState {
     down: RefCell<Option<LinkDown>>,
     /// Hung since (no answers; the heartbeat finds it two intervals later).
     frozen_since: Cell<Option<Instant>>,
+    /// The broker refused a publish and is closing the channel: new
+    /// publishes fail at once, before the confirms in flight learn why (as
+    /// with lapin, whose I/O thread marks the channel closing first).
+    closing: Cell<bool>,
     blocked: Cell<bool>,
     events: RefCell<VecDeque<LinkEvent>>,
     changed: Notify,
@@ -260,6 +264,7 @@ impl Transport for SimTransport {
                 broker: index,
                 down: RefCell::new(None),
                 frozen_since: Cell::new(None),
+                closing: Cell::new(false),
                 blocked: Cell::new(false),
                 events: RefCell::new(VecDeque::new()),
                 changed: Notify::new(),
@@ -327,8 +332,17 @@ impl Link for SimLink {
             if let Some(down) = link.down.borrow().clone() {
                 return Err(down);
             }
+            if link.closing.get() {
+                return Err(LinkDown::channel_closing(
+                    "invalid channel state: Closing (basic.publish) (simulated)",
+                ));
+            }
             if let Some(refusal) = refusal {
-                // RabbitMQ closes the channel at the refused publish.
+                // RabbitMQ closes the channel at the refused publish; the
+                // client marks the channel closing at once and fails the
+                // confirms in flight with the reason a moment later.
+                link.closing.set(true);
+                tokio::time::sleep(delay).await;
                 link.kill(refusal.clone());
                 return Err(refusal);
             }

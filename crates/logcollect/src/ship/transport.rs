@@ -35,6 +35,10 @@ pub(crate) struct LinkDown {
     pub(crate) code: Option<u16>,
     /// In words, with the broker's own text when it gave one.
     pub(crate) reason: String,
+    /// A publish found the channel closing: the broker closed it (a
+    /// channel error: 403, 404, 406…) and the publish learned it before the
+    /// confirms in flight learned the broker's reason and code.
+    pub(crate) channel_closing: bool,
 }
 
 impl LinkDown {
@@ -42,6 +46,17 @@ impl LinkDown {
         LinkDown {
             code,
             reason: reason.into(),
+            channel_closing: false,
+        }
+    }
+
+    /// A publish made after the broker began closing the channel, the
+    /// broker's reason not known yet (lapin's `InvalidChannelState(Closing)`).
+    pub(crate) fn channel_closing(reason: impl Into<String>) -> LinkDown {
+        LinkDown {
+            code: None,
+            reason: reason.into(),
+            channel_closing: true,
         }
     }
 

@@ -274,6 +274,14 @@ impl<T: Transport, F: SpoolFs> Driver<T, F> {
                     if let Ended::Lost(down) = &ended {
                         if down.refused_publish() {
                             self.strike_lone_message();
+                        }
+                        // A publish that found the channel closing is the
+                        // first news of a refusal whose reason the confirms
+                        // in flight had not learned yet: find the record
+                        // alone all the same, or a broker that refuses
+                        // everything is never told apart from a cut (seen
+                        // with lapin, and in `scenarios.rs`).
+                        if down.refused_publish() || down.channel_closing {
                             let last = self
                                 .sent
                                 .values()
