@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crate::encode::{Profile, DEFAULT_ECS_EXTRA_PREFIX, DEFAULT_ECS_SERVICE_KEY, RECORD_ID_FIELD};
 use crate::error::{Error, ErrorKind};
-use crate::filter::{Filter, Level};
+use crate::filter::Filter;
+use crate::record::{Level, DEFAULT_LEVEL};
 use crate::uri::{BrokerList, DEFAULT_BROKER_URI};
 
 /// Default exchange name, as the Python library.
@@ -16,10 +17,6 @@ pub const DEFAULT_ROUTING_KEY: &str = "logstash";
 pub const DEFAULT_DURABLE: bool = false;
 /// Default exchange `auto_delete`.
 pub const DEFAULT_AUTO_DELETE: bool = false;
-/// Default minimum level. Python's `default_config` ships DEBUG; Rust
-/// dependencies (hyper, h2, tower…) log heavily at DEBUG, so we start at INFO
-/// and let `level` (or `LOGCOLLECT_LEVEL`) lower it.
-pub const DEFAULT_LEVEL: Level = Level::Info;
 /// Default bound of the in-memory queue, in records. At the default 1 MiB
 /// record cap a full queue is bounded; typical records (300 B) use ~20 MiB.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;

@@ -29,7 +29,7 @@ use std::sync::{PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::filter::Level;
+use crate::record::Level;
 use crate::record::{ExceptionInfo, FieldValue, Record};
 
 /// Fields we write ourselves; a user field with one of these names is renamed.

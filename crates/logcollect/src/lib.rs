@@ -82,7 +82,7 @@ mod front;
 pub use config::{
     BatchFormat, Config, ConfigBuilder, DEFAULT_AUTO_DELETE, DEFAULT_BATCH_LINGER,
     DEFAULT_BATCH_MAX_BYTES, DEFAULT_CONFIRM_WINDOW, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DURABLE,
-    DEFAULT_EXCHANGE, DEFAULT_HEARTBEAT, DEFAULT_IGNORED_TARGETS, DEFAULT_LEVEL,
+    DEFAULT_EXCHANGE, DEFAULT_HEARTBEAT, DEFAULT_IGNORED_TARGETS,
     DEFAULT_LIVENESS_TIMEOUT, DEFAULT_MAX_RECORD_BYTES, DEFAULT_QUEUE_CAPACITY,
     DEFAULT_QUEUE_MAX_BYTES, DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN,
     DEFAULT_RECORDS_PER_MESSAGE, DEFAULT_ROUTING_KEY, DEFAULT_SHUTDOWN_TIMEOUT,
@@ -93,13 +93,13 @@ pub use encode::{
     RECORD_FIELDS, RENAMED_KEY_PREFIX, TYPE_TRACKING_MAX_KEYS,
 };
 pub use error::{Error, ErrorKind, ShutdownError};
-pub use filter::{Filter, Level};
+pub use filter::Filter;
 #[cfg(feature = "log")]
 #[cfg_attr(docsrs, doc(cfg(feature = "log")))]
 pub use front::log::LogcollectLogger;
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub use front::tracing::LogcollectLayer;
-pub use record::{ExceptionInfo, FieldValue, Record};
+pub use record::{ExceptionInfo, FieldValue, Level, Record, DEFAULT_LEVEL};
 pub use ship::{Shipper, ShipperBuilder, ShipperGuard, Stats, DEFAULT_THREAD_NAME};
 pub use uri::{BrokerList, BrokerUri, DEFAULT_BROKER_URI};

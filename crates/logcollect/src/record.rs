@@ -1,10 +1,79 @@
-//! The owned record model, for callers that build records by hand (the CLI,
-//! integrations, tests). The `log` and `tracing` front-ends encode straight
-//! from their borrowed data and never build one of these.
+//! The record model: a record's [`Level`], and the owned [`Record`] for
+//! callers that build records by hand (the CLI, integrations, tests). The
+//! `log` and `tracing` front-ends encode straight from their borrowed data
+//! and never build a `Record`.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::SystemTime;
 
-use crate::filter::Level;
+use crate::error::{Error, ErrorKind};
+
+/// Default minimum level. Python's `default_config` ships DEBUG; Rust
+/// dependencies (hyper, h2, tower…) log heavily at DEBUG, so we start at INFO
+/// and let `level` (or `LOGCOLLECT_LEVEL`) lower it.
+pub const DEFAULT_LEVEL: Level = Level::Info;
+
+/// A record's severity, ordered from the most verbose to the most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// `TRACE` (Python has no such level; sent as `"TRACE"`).
+    Trace,
+    /// `DEBUG`.
+    Debug,
+    /// `INFO`.
+    Info,
+    /// `WARNING` (Python's name for `warn`).
+    Warning,
+    /// `ERROR`.
+    Error,
+    /// `CRITICAL`: panics and records explicitly marked critical.
+    Critical,
+}
+
+impl Level {
+    /// The Python `levelname` sent on the wire.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Level::Trace => "TRACE",
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+            Level::Critical => "CRITICAL",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Level {
+    type Err = Error;
+
+    /// Accepts Rust and Python names in any case: `trace`, `debug`, `info`,
+    /// `warn`/`warning`, `error`, `critical`/`fatal`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "trace" => Ok(Level::Trace),
+            "debug" => Ok(Level::Debug),
+            "info" => Ok(Level::Info),
+            "warn" | "warning" => Ok(Level::Warning),
+            "error" => Ok(Level::Error),
+            "critical" | "fatal" => Ok(Level::Critical),
+            other => Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "unknown level {other:?}: expected trace, debug, info, warning, error, critical or off"
+                ),
+            )),
+        }
+    }
+}
+
 
 /// A structured field value.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,7 +12,7 @@ use super::{
     TypeTracker, SCRATCH,
 };
 use crate::config::Config;
-use crate::filter::Level;
+use crate::record::Level;
 
 /// The ECS version the records declare in `ecs.version`.
 pub const ECS_VERSION: &str = "8.11.0";

@@ -5,7 +5,7 @@ use std::time::Duration;
 use log::kv::{self, VisitSource};
 
 use crate::encode::{Location, RecordWriter};
-use crate::filter::Level;
+use crate::record::Level;
 use crate::ship::{suppressed, Shipper};
 
 /// A `log::Log` that ships every record it accepts. Install it with

@@ -12,7 +12,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
 use crate::encode::{push_f64, push_json_bytes, push_u64, JsonStrWriter, Location, RecordWriter};
-use crate::filter::Level;
+use crate::record::Level;
 use crate::ship::{suppressed, Shipper};
 
 /// A `tracing_subscriber::Layer` that ships every event it accepts, with the
