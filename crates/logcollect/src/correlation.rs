@@ -123,26 +123,7 @@ fn nonzero_random_u128() -> u128 {
 /// `None` when the value is malformed, uses version `ff`, or has an all-zero
 /// trace or span id.
 pub fn trace_id_from_traceparent(value: &str) -> Option<&str> {
-    let mut parts = value.trim().split('-');
-    let version = parts.next()?;
-    let trace = parts.next()?;
-    let span = parts.next()?;
-    let flags = parts.next()?;
-    let rest = parts.next();
-    let hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    if !hex(version, 2) || version == "ff" || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
-        return None;
-    }
-    // Version 00 has exactly four parts; later versions may append more.
-    if version == "00" && rest.is_some() {
-        return None;
-    }
-    if trace.bytes().all(|b| b == b'0') || span.bytes().all(|b| b == b'0') {
-        return None;
-    }
-    Some(trace)
+    crate::encode::traceparent(value).map(|(trace, _span)| trace)
 }
 
 /// Chooses the correlation id from the values a message carries, in order

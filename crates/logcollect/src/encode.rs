@@ -88,7 +88,9 @@ const MAX_NESTING: usize = 20;
 const MAX_NESTING_TEXT: usize = 64;
 
 mod ecs;
+mod traceparent;
 pub(crate) use ecs::check_ecs_extra_prefix;
+pub(crate) use traceparent::parse as traceparent;
 pub use ecs::{DEFAULT_ECS_EXTRA_PREFIX, DEFAULT_ECS_SERVICE_KEY, ECS_RESERVED_ROOTS, ECS_VERSION};
 
 /// The shape of the JSON records (`profile` setting, `LOGCOLLECT_PROFILE`).

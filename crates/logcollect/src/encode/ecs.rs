@@ -591,8 +591,7 @@ fn parse_traceparent(val: &[u8], kind: Kind) -> Option<(Vec<u8>, Vec<u8>)> {
     // A valid value has no character JSON escapes, so the JSON text between
     // the quotes is the value itself.
     let text = std::str::from_utf8(&val[1..val.len() - 1]).ok()?;
-    let trace = crate::correlation::trace_id_from_traceparent(text)?;
-    let span = text.trim().split('-').nth(2)?;
+    let (trace, span) = super::traceparent::parse(text)?;
     let quoted = |s: &str| {
         let mut v = Vec::with_capacity(s.len() + 2);
         push_json_bytes(&mut v, s);
