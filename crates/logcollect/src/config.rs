@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::encode::{Profile, DEFAULT_ECS_EXTRA_PREFIX, DEFAULT_ECS_SERVICE_KEY, RECORD_ID_FIELD};
+use crate::encode::{
+    EncoderSettings, Profile, DEFAULT_ECS_EXTRA_PREFIX, DEFAULT_ECS_SERVICE_KEY, RECORD_ID_FIELD,
+};
 use crate::error::{Error, ErrorKind};
 use crate::filter::Filter;
 use crate::record::{Level, DEFAULT_LEVEL};
@@ -345,6 +347,22 @@ impl Config {
     /// Whether a record from `target` at `level` should be shipped.
     #[inline]
     #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
+    /// What the encoder needs of this configuration.
+    pub(crate) fn encoder_settings(&self) -> EncoderSettings {
+        EncoderSettings {
+            host: self.host.clone(),
+            tags: self.tags.clone(),
+            type_name: self.type_name.clone(),
+            activity_identity: self.activity_identity.clone(),
+            routing_prefix: self.routing_key.clone(),
+            max_record_bytes: self.max_record_bytes,
+            process_id: std::process::id(),
+            profile: self.profile,
+            ecs_service_key: self.ecs_service_key.clone(),
+            ecs_extra_prefix: self.ecs_extra_prefix.clone(),
+        }
+    }
+
     pub(crate) fn wants(&self, target: &str, level: Level) -> bool {
         self.filter.enabled(target, level)
             && !self

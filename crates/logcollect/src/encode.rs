@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::Config;
 use crate::record::Level;
 use crate::record::{ExceptionInfo, FieldValue, Record};
 
@@ -390,6 +389,32 @@ pub(crate) struct Encoded {
     pub(crate) truncated: bool,
 }
 
+/// What the encoder needs from the configuration; `Config` builds it
+/// (`Config::encoder_settings`), so the encoder depends on nothing above it.
+#[derive(Debug, Clone)]
+pub(crate) struct EncoderSettings {
+    /// The `host` field (ECS: `host.hostname` and `host.name`).
+    pub(crate) host: String,
+    /// The `tags` field.
+    pub(crate) tags: Vec<String>,
+    /// The `type` field (not sent in ECS).
+    pub(crate) type_name: String,
+    /// Pairs merged into every record, winning over every other field.
+    pub(crate) activity_identity: Vec<(String, String)>,
+    /// Routing keys are `<routing_prefix>.<logger>`.
+    pub(crate) routing_prefix: String,
+    /// Cap on one record; larger ones are truncated with a marker.
+    pub(crate) max_record_bytes: usize,
+    /// The `process` field (ECS: `process.pid`).
+    pub(crate) process_id: u32,
+    /// The record shape.
+    pub(crate) profile: Profile,
+    /// ECS: the identity key whose value is `service.name`.
+    pub(crate) ecs_service_key: String,
+    /// ECS: the object that receives user fields under an ECS root.
+    pub(crate) ecs_extra_prefix: String,
+}
+
 /// Per-configuration state: precomputed fragments and the `seq` counter.
 #[derive(Debug)]
 pub(crate) struct Encoder {
@@ -435,8 +460,8 @@ struct Emit {
 }
 
 impl Encoder {
-    pub(crate) fn new(config: &Config) -> Encoder {
-        let identity_keys: Vec<String> = config
+    pub(crate) fn new(settings: &EncoderSettings) -> Encoder {
+        let identity_keys: Vec<String> = settings
             .activity_identity
             .iter()
             .map(|(k, _)| k.clone())
@@ -445,11 +470,11 @@ impl Encoder {
         let mut fixed = String::new();
         if !has("host") {
             fixed.push_str(",\"host\":");
-            push_json_str(&mut fixed, &config.host);
+            push_json_str(&mut fixed, &settings.host);
         }
         if !has("tags") {
             fixed.push_str(",\"tags\":[");
-            for (i, t) in config.tags.iter().enumerate() {
+            for (i, t) in settings.tags.iter().enumerate() {
                 if i > 0 {
                     fixed.push(',');
                 }
@@ -459,15 +484,15 @@ impl Encoder {
         }
         if !has("type") {
             fixed.push_str(",\"type\":");
-            push_json_str(&mut fixed, &config.type_name);
+            push_json_str(&mut fixed, &settings.type_name);
         }
         let process = if has("process") {
             String::new()
         } else {
-            format!(",\"process\":{}", std::process::id())
+            format!(",\"process\":{}", settings.process_id)
         };
         let mut identity = String::new();
-        for (k, v) in &config.activity_identity {
+        for (k, v) in &settings.activity_identity {
             identity.push(',');
             push_json_str(&mut identity, k);
             identity.push(':');
@@ -498,12 +523,12 @@ impl Encoder {
             identity,
             identity_keys,
             emit,
-            routing_prefix: config.routing_key.clone(),
-            max_bytes: config.max_record_bytes,
+            routing_prefix: settings.routing_prefix.clone(),
+            max_bytes: settings.max_record_bytes,
             seq_state: AtomicU64::new(0),
             types: TypeTracker::new(TYPE_TRACKING_MAX_KEYS),
-            ecs: match config.profile {
-                Profile::Ecs => Some(Box::new(ecs::EcsParts::new(config))),
+            ecs: match settings.profile {
+                Profile::Ecs => Some(Box::new(ecs::EcsParts::new(settings))),
                 Profile::Logcollect => None,
             },
         }

@@ -11,7 +11,7 @@ use super::{
     sanitize_key, write_timestamp, Encoded, Encoder, Kind, Location, Origin, RecordWriter, Scratch,
     TypeTracker, SCRATCH,
 };
-use crate::config::Config;
+use super::EncoderSettings;
 use crate::record::Level;
 
 /// The ECS version the records declare in `ecs.version`.
@@ -184,17 +184,17 @@ pub(crate) struct EcsParts {
 }
 
 impl EcsParts {
-    pub(crate) fn new(config: &Config) -> EcsParts {
+    pub(crate) fn new(settings: &EncoderSettings) -> EcsParts {
         let mut mid = String::with_capacity(256);
         mid.push_str(",\"ecs\":{\"version\":");
         push_json_str(&mut mid, ECS_VERSION);
         mid.push_str("},\"host\":{\"hostname\":");
-        push_json_str(&mut mid, &config.host);
+        push_json_str(&mut mid, &settings.host);
         mid.push_str(",\"name\":");
-        push_json_str(&mut mid, &config.host);
+        push_json_str(&mut mid, &settings.host);
         mid.push('}');
-        let service_key = config.ecs_service_key.as_str();
-        let service = config
+        let service_key = settings.ecs_service_key.as_str();
+        let service = settings
             .activity_identity
             .iter()
             .find(|(k, _)| k == service_key)
@@ -205,7 +205,7 @@ impl EcsParts {
             mid.push('}');
         }
         let mut labels: Vec<(String, &str)> = Vec::new();
-        for (k, v) in &config.activity_identity {
+        for (k, v) in &settings.activity_identity {
             // Labels are flat keywords: no dots, and a repeated key keeps
             // its first value.
             let key = sanitize_key(k, |_| false).replace('.', "_");
@@ -234,7 +234,7 @@ impl EcsParts {
             mid.push('}');
         }
         mid.push_str(",\"tags\":[");
-        for (i, t) in config.tags.iter().enumerate() {
+        for (i, t) in settings.tags.iter().enumerate() {
             if i > 0 {
                 mid.push(',');
             }
@@ -249,12 +249,12 @@ impl EcsParts {
         }
         let process = format!(
             ",\"process\":{{\"pid\":{},\"thread\":{{\"name\":",
-            std::process::id()
+            settings.process_id
         );
         EcsParts {
             mid,
             process,
-            extra: config
+            extra: settings
                 .ecs_extra_prefix
                 .split('.')
                 .map(str::to_owned)

@@ -5,7 +5,7 @@
 
 use super::*;
 
-use crate::config::ConfigBuilder;
+use crate::config::{Config, ConfigBuilder};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
@@ -46,7 +46,7 @@ fn reference_config() -> ConfigBuilder {
 }
 
 fn encoder(b: ConfigBuilder) -> Encoder {
-    Encoder::new(&b.build().expect("valid test config"))
+    Encoder::new(&b.build().expect("valid test config").encoder_settings())
 }
 
 fn capped(max: usize) -> Encoder {
@@ -820,9 +820,9 @@ fn identity_replacing_every_builtin_still_gives_valid_json() {
     // valid without it all the same (every built-in replaced, the identity
     // opens the object).
     let with_identity = |b: ConfigBuilder, pairs: Vec<(String, String)>| {
-        let mut config = b.build().unwrap();
-        config.activity_identity = pairs;
-        Encoder::new(&config)
+        let mut settings = b.build().unwrap().encoder_settings();
+        settings.activity_identity = pairs;
+        Encoder::new(&settings)
     };
     let enc = with_identity(
         reference_config(),

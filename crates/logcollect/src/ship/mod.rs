@@ -164,7 +164,7 @@ impl ShipperBuilder {
         let reporter = Arc::new(Reporter::default());
         let last_error = Arc::new(Mutex::new(None));
         let inner = Arc::new(Inner {
-            encoder: Encoder::new(&config),
+            encoder: Encoder::new(&config.encoder_settings()),
             config: config.clone(),
             intake: intake.clone(),
             ctrl,
