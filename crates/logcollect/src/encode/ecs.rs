@@ -5,14 +5,16 @@
 //! grouped into a small tree at the end.
 
 use std::collections::HashMap;
+use std::error::Error as StdError;
 
+use super::json::{cut_to, json_len, push_json_bytes, push_json_str, push_json_truncated, push_u64};
+use super::keys::{hash_key, sanitize_key};
+use super::time::write_timestamp;
+use super::types::{Kind, TypeTracker};
 use super::{
-    cut, cut_to, hash_key, json_len, push_json_bytes, push_json_str, push_json_truncated, push_u64,
-    sanitize_key, write_timestamp, Encoded, Encoder, Kind, Location, Origin, RecordWriter, Scratch,
-    TypeTracker, SCRATCH,
+    cut, error_text, Encoded, EncoderSettings, Head, RecordWriter, Scratch, SCRATCH,
 };
-use super::EncoderSettings;
-use crate::record::Level;
+use crate::record::{ExceptionInfo, Level};
 
 /// The ECS version the records declare in `ecs.version`.
 pub const ECS_VERSION: &str = "8.11.0";
@@ -261,6 +263,95 @@ impl EcsParts {
                 .collect(),
         }
     }
+
+    /// The head: `{` and our fields up to `process`; user fields are
+    /// collected after it in the writer's buffer.
+    pub(crate) fn head(&self, h: &Head<'_>) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(512 + self.mid.len());
+        buf.extend_from_slice(b"{\"@timestamp\":\"");
+        write_timestamp(&mut buf, h.micros);
+        buf.extend_from_slice(b"\",\"log\":{\"level\":\"");
+        buf.extend_from_slice(level_name(h.level).as_bytes());
+        buf.extend_from_slice(b"\",\"logger\":");
+        push_json_bytes(&mut buf, cut(h.logger));
+        let loc = &h.loc;
+        if loc.file.is_some() || loc.line.is_some() {
+            buf.extend_from_slice(b",\"origin\":{\"file\":{");
+            if let Some(file) = loc.file {
+                buf.extend_from_slice(b"\"name\":");
+                push_json_bytes(&mut buf, cut(file));
+            }
+            if let Some(line) = loc.line {
+                if loc.file.is_some() {
+                    buf.push(b',');
+                }
+                buf.extend_from_slice(b"\"line\":");
+                push_u64(&mut buf, u64::from(line));
+            }
+            buf.extend_from_slice(b"}}");
+        }
+        buf.push(b'}');
+        buf.extend_from_slice(self.mid.as_bytes());
+        buf.extend_from_slice(b"\"sequence\":");
+        push_u64(&mut buf, h.seq);
+        buf.extend_from_slice(b",\"id\":\"");
+        let mut tmp = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        buf.extend_from_slice(h.id.hyphenated().encode_lower(&mut tmp).as_bytes());
+        buf.extend_from_slice(b"\"}");
+        buf.extend_from_slice(self.process.as_bytes());
+        h.origin.push_thread(&mut buf);
+        buf.extend_from_slice(b"}}");
+        buf
+    }
+
+    /// Keeps the raw key for [`finish`](Self::finish); the value follows in
+    /// the writer's buffer.
+    pub(crate) fn key(&self, w: &mut RecordWriter<'_>, key: &str, kind: Kind) -> bool {
+        let start = w.buf.len();
+        let s = w.scratch();
+        let k0 = s.keys.len();
+        s.keys.push_str(key);
+        s.ecs_fields.push(FieldKey {
+            key: (k0, s.keys.len()),
+            kind,
+        });
+        s.fields.push((start, start));
+        true
+    }
+
+    /// An exception that arrives already formatted (a Python traceback):
+    /// `error.*`, unless the record already has an error.
+    pub(crate) fn exception(&self, w: &mut RecordWriter<'_>, e: &ExceptionInfo) {
+        if w.ecs_error.is_some() || !w.error_chain.is_empty() || !w.scratch().exc.is_empty() {
+            return;
+        }
+        let s = w.scratch();
+        s.exc.clear();
+        s.exc.push_str(&e.message);
+        s.exc.push_str(&e.text);
+        let msg_len = e.message.len();
+        w.error_chain = e.chain.clone();
+        w.ecs_error = Some((e.type_name.clone(), msg_len, msg_len));
+    }
+
+    /// The first error of a record fills `error.*` (its field name is
+    /// `error.type`); later ones are ordinary string fields.
+    pub(crate) fn error(&self, w: &mut RecordWriter<'_>, key: &str, err: &(dyn StdError + 'static)) {
+        if w.ecs_error.is_none() {
+            let (text, msg_len, chain) = error_text(err);
+            w.scratch().exc = text;
+            w.error_chain = chain;
+            w.ecs_error = Some((key.to_owned(), msg_len, 0));
+            return;
+        }
+        w.display(key, format_args!("{err}"));
+    }
+
+    /// Builds the record: our head, `message`, `error`, `trace`, `span`,
+    /// `http`, then the user fields as nested objects; enforces the size cap.
+    pub(crate) fn finish(&self, w: RecordWriter<'_>) -> Encoded {
+        finish(self, w)
+    }
 }
 
 /// ECS `log.level`: the lowercase Rust level names (`warn`, not Python's
@@ -273,66 +364,6 @@ fn level_name(level: Level) -> &'static str {
         Level::Warning => "warn",
         Level::Error => "error",
         Level::Critical => "critical",
-    }
-}
-
-/// Writes our fields; user fields are collected after them in `buf`.
-pub(super) fn start<'e>(
-    enc: &'e Encoder,
-    parts: &EcsParts,
-    scratch: Box<Scratch>,
-    level: Level,
-    logger: &str,
-    loc: Location<'_>,
-    origin: Origin<'_>,
-) -> RecordWriter<'e> {
-    let micros = origin.micros();
-    let id = uuid::Uuid::now_v7();
-    let mut buf = Vec::with_capacity(512 + parts.mid.len());
-    buf.extend_from_slice(b"{\"@timestamp\":\"");
-    write_timestamp(&mut buf, micros);
-    buf.extend_from_slice(b"\",\"log\":{\"level\":\"");
-    buf.extend_from_slice(level_name(level).as_bytes());
-    buf.extend_from_slice(b"\",\"logger\":");
-    let logger_name = if logger.is_empty() { "root" } else { logger };
-    push_json_bytes(&mut buf, cut(logger_name));
-    if loc.file.is_some() || loc.line.is_some() {
-        buf.extend_from_slice(b",\"origin\":{\"file\":{");
-        if let Some(file) = loc.file {
-            buf.extend_from_slice(b"\"name\":");
-            push_json_bytes(&mut buf, cut(file));
-        }
-        if let Some(line) = loc.line {
-            if loc.file.is_some() {
-                buf.push(b',');
-            }
-            buf.extend_from_slice(b"\"line\":");
-            push_u64(&mut buf, u64::from(line));
-        }
-        buf.extend_from_slice(b"}}");
-    }
-    buf.push(b'}');
-    buf.extend_from_slice(parts.mid.as_bytes());
-    buf.extend_from_slice(b"\"sequence\":");
-    push_u64(&mut buf, enc.next_seq(micros));
-    buf.extend_from_slice(b",\"id\":\"");
-    let mut tmp = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    buf.extend_from_slice(id.hyphenated().encode_lower(&mut tmp).as_bytes());
-    buf.extend_from_slice(b"\"}");
-    buf.extend_from_slice(parts.process.as_bytes());
-    origin.push_thread(&mut buf);
-    buf.extend_from_slice(b"}}");
-    let head_end = buf.len();
-    RecordWriter {
-        enc,
-        scratch: Some(scratch),
-        buf,
-        head_end,
-        id,
-        routing_key: enc.routing_key(logger_name),
-        has_message: false,
-        error_chain: Vec::new(),
-        ecs_error: None,
     }
 }
 
@@ -375,11 +406,9 @@ impl ErrorParts<'_> {
     }
 }
 
-/// Builds the record: our head, `message`, `error`, `trace`, `span`,
-/// `http`, then the user fields as nested objects; enforces the size cap.
-pub(super) fn finish(mut w: RecordWriter<'_>) -> Encoded {
+/// [`EcsParts::finish`].
+fn finish(parts: &EcsParts, mut w: RecordWriter<'_>) -> Encoded {
     let enc = w.enc;
-    let parts = enc.ecs.as_deref().expect("an ECS writer has ECS parts");
     let mut scratch = w.scratch.take().expect("scratch is present until finish");
     let arena = std::mem::take(&mut w.buf);
     let head = &arena[..w.head_end];

@@ -6,6 +6,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+use super::json::MAX_NESTING;
+use super::time::civil;
 use super::*;
 use crate::config::Config;
 

@@ -3,10 +3,14 @@
 //! key guards, value conversion, the size cap, error chains, re-entrancy, and
 //! property tests of the "always exactly one valid JSON object" promise.
 
+use super::keys::sanitize_key;
+use super::logcollect::RESERVED_KEYS;
+use super::time::{civil, write_timestamp};
 use super::*;
 
 use crate::config::{Config, ConfigBuilder};
 use proptest::prelude::*;
+use std::time::SystemTime;
 use serde_json::{Map, Value};
 
 /// The recorded Python output, kept at the workspace root
@@ -38,6 +42,30 @@ const SAME_AS_REFERENCE: &[&str] = &[
 ];
 
 // ---------------------------------------------------------------- helpers
+
+/// A stamp of this moment, as the shipper makes one.
+pub(super) fn now() -> Stamp {
+    Stamp {
+        micros: now_micros(),
+        id: uuid::Uuid::now_v7(),
+    }
+}
+
+/// Most tests stamp their records with the clock, as the shipper does.
+impl Encoder {
+    pub(crate) fn begin(
+        &self,
+        level: Level,
+        logger: &str,
+        loc: Location<'_>,
+    ) -> Option<RecordWriter<'_>> {
+        self.start(now(), level, logger, loc)
+    }
+
+    pub(crate) fn encode_record(&self, r: &Record) -> Option<Encoded> {
+        self.encode(r, now())
+    }
+}
 
 /// The reference configuration: host `vm`, identity `project=demo,
 /// application=backend`, everything else at its default.

@@ -37,9 +37,9 @@ use tokio::sync::mpsc;
 pub use stats::Stats;
 
 use crate::config::Config;
-use crate::encode::{Encoded, Encoder};
+use crate::encode::{Encoded, Encoder, Location, RecordWriter, Stamp};
 use crate::error::{Error, ErrorKind, ShutdownError};
-use crate::record::Record;
+use crate::record::{Level, Record};
 use crate::report::Reporter;
 use driver::Control;
 use intake::{Intake, Refusal};
@@ -64,8 +64,8 @@ pub(crate) fn suppressed() -> bool {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 pub(crate) struct Inner {
-    pub(crate) config: Config,
-    pub(crate) encoder: Encoder,
+    config: Config,
+    encoder: Encoder,
     intake: Arc<Intake>,
     ctrl: mpsc::UnboundedSender<Control>,
     reporter: Arc<Reporter>,
@@ -85,7 +85,7 @@ pub(crate) struct Inner {
 /// their timeout.
 #[derive(Clone)]
 pub struct Shipper {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 impl fmt::Debug for Shipper {
@@ -212,6 +212,19 @@ impl ShipperBuilder {
     }
 }
 
+/// The time and id of a record made now: the one clock read of a record
+/// (the encoder reads none).
+fn stamp_now() -> Stamp {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64;
+    Stamp {
+        micros,
+        id: uuid::Uuid::now_v7(),
+    }
+}
+
 /// A queue this long wakes the shipper at once: a message's worth when
 /// batching, else enough records to make the wake-up worth it (a few
 /// hundred: the shipper then publishes them back to back).
@@ -279,7 +292,7 @@ impl Shipper {
         {
             return false;
         }
-        match self.inner.encoder.encode_record(record) {
+        match self.inner.encoder.encode(record, stamp_now()) {
             Some(e) => self.enqueue(e),
             None => {
                 self.count_reentrant();
@@ -288,8 +301,35 @@ impl Shipper {
         }
     }
 
+    /// The front-ends' one way in: when the queue has room, starts a record
+    /// stamped now, lets `fill` write its message and fields, encodes it and
+    /// queues it, all on the calling thread and without blocking. A record
+    /// made while this thread is already encoding one (a `Display` impl that
+    /// logs) is dropped and counted instead of recursing.
+    #[inline]
+    #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
+    pub(crate) fn emit(
+        &self,
+        level: Level,
+        logger: &str,
+        loc: Location<'_>,
+        fill: impl FnOnce(&mut RecordWriter<'_>),
+    ) {
+        // Checked before encoding, so that while memory is full a log call
+        // costs a check instead of a whole encode.
+        if !self.has_room() {
+            return;
+        }
+        let Some(mut w) = self.inner.encoder.start(stamp_now(), level, logger, loc) else {
+            self.count_reentrant();
+            return;
+        };
+        fill(&mut w);
+        self.enqueue(w.finish());
+    }
+
     /// Hands an encoded record to the shipper thread without blocking.
-    pub(crate) fn enqueue(&self, e: Encoded) -> bool {
+    fn enqueue(&self, e: Encoded) -> bool {
         let truncated = e.truncated;
         match self.inner.intake.push(e) {
             Ok(_) => {
@@ -310,8 +350,7 @@ impl Shipper {
     /// costs a check instead of a whole encode. A record that finds no room
     /// is counted as refused here.
     #[inline]
-    #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
-    pub(crate) fn has_room(&self) -> bool {
+    fn has_room(&self) -> bool {
         match self.inner.intake.has_room() {
             Ok(()) => true,
             Err(r) => {
@@ -343,8 +382,7 @@ impl Shipper {
     }
 
     /// Counts a record dropped because it was made while encoding another.
-    #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
-    pub(crate) fn count_reentrant(&self) {
+    fn count_reentrant(&self) {
         self.inner.reentrant.fetch_add(1, Ordering::Relaxed);
     }
 
