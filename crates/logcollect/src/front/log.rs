@@ -66,24 +66,19 @@ impl log::Log for LogcollectLogger {
         if !self.shipper.config().wants(target, lvl) {
             return;
         }
-        if !self.shipper.has_room() {
-            return;
-        }
         let loc = Location {
             file: record.file(),
             line: record.line(),
             module: record.module_path(),
         };
-        let Some(mut w) = self.shipper.inner.encoder.begin(lvl, target, loc) else {
-            self.shipper.count_reentrant();
-            return;
-        };
-        w.message_fmt(*record.args());
-        let _ = record.key_values().visit(&mut KvVisitor(&mut w));
-        #[cfg(feature = "tracing")]
-        crate::front::tracing::add_current_span_fields(&mut w);
-        let encoded = w.finish();
-        self.shipper.enqueue(encoded);
+        self.shipper.emit(lvl, target, loc, |w| {
+            w.message_fmt(*record.args());
+            let _ = record.key_values().visit(&mut KvVisitor(&mut *w));
+            // A `log` record made inside a `tracing` span carries the span's
+            // fields, as an event there does.
+            #[cfg(feature = "tracing")]
+            super::spans::add_current(w);
+        });
     }
 
     fn flush(&self) {

@@ -3,4 +3,6 @@
 #[cfg(feature = "log")]
 pub(crate) mod log;
 #[cfg(feature = "tracing")]
+mod spans;
+#[cfg(feature = "tracing")]
 pub(crate) mod tracing;
