@@ -82,7 +82,7 @@ use tracing::instrument::Instrumented;
 use tracing::subscriber::Interest;
 use tracing::{Event, Instrument as _, Metadata, Subscriber};
 use tracing_subscriber::filter::Filtered;
-use tracing_subscriber::layer::{Context, Filter, Layer as _, SubscriberExt as _};
+use tracing_subscriber::layer::{Context, Filter, Layer as _};
 use tracing_subscriber::registry::LookupSpan;
 
 #[cfg(feature = "apalis")]
@@ -360,19 +360,9 @@ pub fn boot(config: Config, collect_root_logs: bool) -> Result<ShipperGuard, Err
 /// Installs [`boot`]'s global subscriber and `log` logger for an existing
 /// shipper.
 pub fn install(shipper: &Shipper, collect_root_logs: bool) -> Result<(), Error> {
-    let subscriber = tracing_subscriber::registry().with(task_layer(shipper, collect_root_logs));
-    if tracing::subscriber::set_global_default(subscriber).is_err() {
-        return Err(already_installed(shipper));
-    }
     let logger = TaskLogger::new(shipper.clone(), collect_root_logs);
-    let max = logger.inner.max_level();
-    match log::set_boxed_logger(Box::new(logger)) {
-        Ok(()) => log::set_max_level(max),
-        Err(_) => eprintln!(
-            "[logcollect] a `log` logger is already installed: `log` records reach logcollect only if that logger forwards them to tracing (tracing_log::LogTracer)"
-        ),
-    }
-    Ok(())
+    let max = logger.max_level();
+    logcollect::boot::install_with(task_layer(shipper, collect_root_logs), logger, max)
 }
 
 /// A `log::Log` for task workers: the core's [`LogcollectLogger`] plus
@@ -474,17 +464,6 @@ impl log::Log for TaskLogger {
 
     fn flush(&self) {
         self.inner.flush();
-    }
-}
-
-/// The error for "a global subscriber is already set". `logcollect::Error`
-/// has no public constructor, so ask the core's own installer, which fails
-/// with exactly this error when a global subscriber exists (it tries the
-/// subscriber first and returns before touching `log`).
-fn already_installed(shipper: &Shipper) -> Error {
-    match logcollect::boot::install(shipper) {
-        Err(e) => e,
-        Ok(()) => unreachable!("a global tracing subscriber can be set only once"),
     }
 }
 

@@ -4,6 +4,10 @@ use crate::config::Config;
 use crate::error::Error;
 #[cfg(any(feature = "log", feature = "tracing"))]
 use crate::error::ErrorKind;
+#[cfg(feature = "log")]
+use crate::front::log::LogcollectLogger;
+#[cfg(feature = "tracing")]
+use crate::front::tracing::LogcollectLayer;
 use crate::ship::{Shipper, ShipperGuard};
 
 /// Starts a shipper for `config` and installs the front-ends on the root:
@@ -52,31 +56,71 @@ pub fn init(config: Config) -> ShipperGuard {
 pub fn install(shipper: &Shipper) -> Result<(), Error> {
     #[cfg(feature = "tracing")]
     {
-        use tracing_subscriber::layer::SubscriberExt as _;
         use tracing_subscriber::Layer as _;
-        let filter = filter_for(shipper);
-        let subscriber = tracing_subscriber::registry()
-            .with(crate::LogcollectLayer::prefiltered(shipper.clone()).with_filter(filter));
-        tracing::subscriber::set_global_default(subscriber).map_err(|e| {
-            Error::with_source(
-                ErrorKind::AlreadyInstalled,
-                "a global tracing subscriber is already set; add `logcollect::boot::layer()` to your own registry instead",
-                e,
-            )
-        })?;
+        let layer = LogcollectLayer::prefiltered(shipper.clone()).with_filter(filter_for(shipper));
+        set_subscriber(layer)?;
     }
     #[cfg(feature = "log")]
     {
-        let logger = crate::LogcollectLogger::new(shipper.clone());
+        let logger = LogcollectLogger::new(shipper.clone());
         let max = logger.max_level();
-        match log::set_boxed_logger(Box::new(logger)) {
-            Ok(()) => log::set_max_level(max),
-            Err(_) => crate::report::eprint_line(
-                "a `log` logger is already installed: `log` records reach logcollect only if that logger forwards them to tracing (tracing_log::LogTracer)",
-            ),
-        }
+        set_logger(logger, max);
     }
     Ok(())
+}
+
+/// Installs `layer` on a `tracing_subscriber` registry as the global
+/// `tracing` subscriber and `logger` as the `log` logger (with `max_level`
+/// for `log::set_max_level`): the path every boot helper takes, for
+/// integrations that bring their own layer and logger (`logcollect-jobs`
+/// installs its task filter and task logger through it).
+///
+/// Errors: [`ErrorKind::AlreadyInstalled`] when a global `tracing`
+/// subscriber is already set; nothing is installed then. When a `log`
+/// logger is already installed, `log` records are left to it and a notice
+/// says so on stderr.
+#[cfg(all(feature = "log", feature = "tracing"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "log", feature = "tracing"))))]
+pub fn install_with<L>(
+    layer: L,
+    logger: impl log::Log + 'static,
+    max_level: log::LevelFilter,
+) -> Result<(), Error>
+where
+    L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+{
+    set_subscriber(layer)?;
+    set_logger(logger, max_level);
+    Ok(())
+}
+
+/// Sets `layer` on a registry as the global `tracing` subscriber.
+#[cfg(feature = "tracing")]
+fn set_subscriber<L>(layer: L) -> Result<(), Error>
+where
+    L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::set_global_default(subscriber).map_err(|e| {
+        Error::with_source(
+            ErrorKind::AlreadyInstalled,
+            "a global tracing subscriber is already set; add `logcollect::boot::layer()` to your own registry instead",
+            e,
+        )
+    })
+}
+
+/// Sets `logger` as the `log` logger, or says on stderr why `log` records
+/// are left to the one already installed.
+#[cfg(feature = "log")]
+fn set_logger(logger: impl log::Log + 'static, max_level: log::LevelFilter) {
+    match log::set_boxed_logger(Box::new(logger)) {
+        Ok(()) => log::set_max_level(max_level),
+        Err(_) => crate::report::eprint_line(
+            "a `log` logger is already installed: `log` records reach logcollect only if that logger forwards them to tracing (tracing_log::LogTracer)",
+        ),
+    }
 }
 
 /// The per-layer filter applying the configured levels and ignored targets,
@@ -112,10 +156,10 @@ fn filter_for<S>(shipper: &Shipper) -> impl tracing_subscriber::layer::Filter<S>
 /// too, install `tracing_log::LogTracer` (or call [`install_log`]).
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
-pub fn layer(config: Config) -> Result<(crate::LogcollectLayer, ShipperGuard), Error> {
+pub fn layer(config: Config) -> Result<(LogcollectLayer, ShipperGuard), Error> {
     let shipper = Shipper::new(config)?;
     Ok((
-        crate::LogcollectLayer::new(shipper.clone()),
+        LogcollectLayer::new(shipper.clone()),
         shipper.guard(),
     ))
 }
@@ -124,7 +168,7 @@ pub fn layer(config: Config) -> Result<(crate::LogcollectLayer, ShipperGuard), E
 #[cfg(feature = "log")]
 #[cfg_attr(docsrs, doc(cfg(feature = "log")))]
 pub fn install_log(shipper: &Shipper) -> Result<(), Error> {
-    let logger = crate::LogcollectLogger::new(shipper.clone());
+    let logger = LogcollectLogger::new(shipper.clone());
     let max = logger.max_level();
     log::set_boxed_logger(Box::new(logger)).map_err(|e| {
         Error::with_source(
