@@ -665,125 +665,23 @@ impl ConfigBuilder {
 
     /// [`env`](Self::env) with a custom lookup (tests, or another source of settings).
     pub fn env_from(mut self, get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        fill(&mut self.broker_uri, get("LOGCOLLECT_BROKER_URI"));
-        fill(&mut self.exchange, get("LOGCOLLECT_EXCHANGE"));
-        fill(&mut self.routing_key, get("LOGCOLLECT_ROUTING_KEY"));
-        fill(&mut self.level, get("LOGCOLLECT_LEVEL"));
-        fill(&mut self.type_name, get("LOGCOLLECT_TYPE"));
-        fill(&mut self.host, get("LOGCOLLECT_HOST"));
-        fill(&mut self.ecs_service_key, get("LOGCOLLECT_ECS_SERVICE_KEY"));
-        fill(
-            &mut self.ecs_extra_prefix,
-            get("LOGCOLLECT_ECS_EXTRA_PREFIX"),
-        );
-        if let Some(v) = get("LOGCOLLECT_PROFILE") {
-            let p = v
-                .parse()
-                .map_err(|_| env_err("LOGCOLLECT_PROFILE", &v, "logcollect or ecs"))?;
-            fill(&mut self.profile, Some(p));
-        }
-        if let Some(v) = get("LOGCOLLECT_DURABLE") {
-            fill(
-                &mut self.durable,
-                Some(parse_bool("LOGCOLLECT_DURABLE", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_AUTO_DELETE") {
-            fill(
-                &mut self.auto_delete,
-                Some(parse_bool("LOGCOLLECT_AUTO_DELETE", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_ACTIVITY_IDENTITY") {
-            fill(
-                &mut self.activity_identity,
-                Some(parse_pairs("LOGCOLLECT_ACTIVITY_IDENTITY", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_TAGS") {
-            let tags = v.split(',').map(str::trim).filter(|t| !t.is_empty());
-            fill(&mut self.tags, Some(tags.map(String::from).collect()));
-        }
-        if let Some(v) = get("LOGCOLLECT_QUEUE_CAPACITY") {
-            fill(
-                &mut self.queue_capacity,
-                Some(parse_num("LOGCOLLECT_QUEUE_CAPACITY", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_MAX_RECORD_BYTES") {
-            fill(
-                &mut self.max_record_bytes,
-                Some(parse_num("LOGCOLLECT_MAX_RECORD_BYTES", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_CONFIRM_WINDOW") {
-            fill(
-                &mut self.confirm_window,
-                Some(parse_num("LOGCOLLECT_CONFIRM_WINDOW", &v)?),
-            );
-        }
-        fill(
-            &mut self.spool_dir,
-            get("LOGCOLLECT_SPOOL_DIR").map(Into::into),
-        );
-        if let Some(v) = get("LOGCOLLECT_BATCH") {
-            fill(
-                &mut self.records_per_message,
-                Some(parse_num("LOGCOLLECT_BATCH", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_BATCH_LINGER_MS") {
-            let ms = parse_num("LOGCOLLECT_BATCH_LINGER_MS", &v)?;
-            fill(
-                &mut self.batch_linger,
-                Some(Duration::from_millis(ms as u64)),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_BATCH_FORMAT") {
-            let f = v
-                .parse()
-                .map_err(|_| env_err("LOGCOLLECT_BATCH_FORMAT", &v, "json or json_lines"))?;
-            fill(&mut self.batch_format, Some(f));
-        }
-        for (slot, var) in [
-            (&mut self.tls_ca_file, "LOGCOLLECT_TLS_CA_FILE"),
-            (&mut self.tls_cert_file, "LOGCOLLECT_TLS_CERT_FILE"),
-            (&mut self.tls_key_file, "LOGCOLLECT_TLS_KEY_FILE"),
-        ] {
-            fill(slot, get(var).map(Into::into));
-        }
-        if let Some(v) = get("LOGCOLLECT_SPOOL_MAX_BYTES") {
-            fill(
-                &mut self.spool_max_bytes,
-                Some(parse_num("LOGCOLLECT_SPOOL_MAX_BYTES", &v)? as u64),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_QUEUE_MAX_BYTES") {
-            fill(
-                &mut self.queue_max_bytes,
-                Some(parse_num("LOGCOLLECT_QUEUE_MAX_BYTES", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_HEARTBEAT") {
-            fill(
-                &mut self.heartbeat,
-                Some(parse_secs("LOGCOLLECT_HEARTBEAT", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_LIVENESS_TIMEOUT") {
-            fill(
-                &mut self.liveness_timeout,
-                Some(parse_secs("LOGCOLLECT_LIVENESS_TIMEOUT", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_SHUTDOWN_TIMEOUT") {
-            fill(
-                &mut self.shutdown_timeout,
-                Some(parse_secs("LOGCOLLECT_SHUTDOWN_TIMEOUT", &v)?),
-            );
-        }
+        self.apply_env(get, Precedence::CodeWins)?;
         Ok(self)
+    }
+
+    /// Reads every variable of [`ENV_VARS`] that is set and not blank into
+    /// the builder, with the given precedence over code settings.
+    fn apply_env(
+        &mut self,
+        get: impl Fn(&str) -> Option<String>,
+        precedence: Precedence,
+    ) -> Result<(), Error> {
+        for (name, apply) in ENV_VARS {
+            if let Some(v) = get(name).filter(|v| !v.trim().is_empty()) {
+                apply(self, &v, precedence).map_err(|expected| env_err(name, &v, expected))?;
+            }
+        }
+        Ok(())
     }
 
     /// Validates and builds the [`Config`].
@@ -985,11 +883,94 @@ fn default_host() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 
-fn fill<T>(slot: &mut Option<T>, value: Option<T>) {
-    if slot.is_none() {
-        *slot = value;
-    }
+/// Whether an environment value replaces a setting that code made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Precedence {
+    /// Only settings that code left unset are filled ([`ConfigBuilder::env`]).
+    CodeWins,
 }
+
+/// Puts an environment value into a builder field, as `precedence` says.
+fn put<T>(slot: &mut Option<T>, value: T, precedence: Precedence) -> Result<(), &'static str> {
+    match precedence {
+        Precedence::CodeWins if slot.is_some() => {}
+        Precedence::CodeWins => *slot = Some(value),
+    }
+    Ok(())
+}
+
+/// How a variable's text sets the builder; `Err` says what was expected.
+type EnvApply = fn(&mut ConfigBuilder, &str, Precedence) -> Result<(), &'static str>;
+
+/// Every `LOGCOLLECT_*` variable and how it sets the builder (the table in
+/// [`Config`]'s documentation lists them with their settings). Read in this
+/// order, so the first unusable one is the error.
+const ENV_VARS: &[(&str, EnvApply)] = &[
+    ("LOGCOLLECT_BROKER_URI", |b, v, p| put(&mut b.broker_uri, v.to_owned(), p)),
+    ("LOGCOLLECT_EXCHANGE", |b, v, p| put(&mut b.exchange, v.to_owned(), p)),
+    ("LOGCOLLECT_ROUTING_KEY", |b, v, p| put(&mut b.routing_key, v.to_owned(), p)),
+    ("LOGCOLLECT_LEVEL", |b, v, p| put(&mut b.level, v.to_owned(), p)),
+    ("LOGCOLLECT_TYPE", |b, v, p| put(&mut b.type_name, v.to_owned(), p)),
+    ("LOGCOLLECT_HOST", |b, v, p| put(&mut b.host, v.to_owned(), p)),
+    ("LOGCOLLECT_ECS_SERVICE_KEY", |b, v, p| {
+        put(&mut b.ecs_service_key, v.to_owned(), p)
+    }),
+    ("LOGCOLLECT_ECS_EXTRA_PREFIX", |b, v, p| {
+        put(&mut b.ecs_extra_prefix, v.to_owned(), p)
+    }),
+    ("LOGCOLLECT_PROFILE", |b, v, p| {
+        let profile = v.parse().map_err(|_| "logcollect or ecs")?;
+        put(&mut b.profile, profile, p)
+    }),
+    ("LOGCOLLECT_DURABLE", |b, v, p| put(&mut b.durable, parse_bool(v)?, p)),
+    ("LOGCOLLECT_AUTO_DELETE", |b, v, p| {
+        put(&mut b.auto_delete, parse_bool(v)?, p)
+    }),
+    ("LOGCOLLECT_ACTIVITY_IDENTITY", |b, v, p| {
+        put(&mut b.activity_identity, parse_pairs(v)?, p)
+    }),
+    ("LOGCOLLECT_TAGS", |b, v, p| {
+        let tags = v.split(',').map(str::trim).filter(|t| !t.is_empty());
+        put(&mut b.tags, tags.map(String::from).collect(), p)
+    }),
+    ("LOGCOLLECT_QUEUE_CAPACITY", |b, v, p| {
+        put(&mut b.queue_capacity, parse_num(v)?, p)
+    }),
+    ("LOGCOLLECT_MAX_RECORD_BYTES", |b, v, p| {
+        put(&mut b.max_record_bytes, parse_num(v)?, p)
+    }),
+    ("LOGCOLLECT_CONFIRM_WINDOW", |b, v, p| {
+        put(&mut b.confirm_window, parse_num(v)?, p)
+    }),
+    ("LOGCOLLECT_SPOOL_DIR", |b, v, p| put(&mut b.spool_dir, v.into(), p)),
+    ("LOGCOLLECT_BATCH", |b, v, p| {
+        put(&mut b.records_per_message, parse_num(v)?, p)
+    }),
+    ("LOGCOLLECT_BATCH_LINGER_MS", |b, v, p| {
+        let ms = parse_num(v)? as u64;
+        put(&mut b.batch_linger, Duration::from_millis(ms), p)
+    }),
+    ("LOGCOLLECT_BATCH_FORMAT", |b, v, p| {
+        let format = v.parse().map_err(|_| "json or json_lines")?;
+        put(&mut b.batch_format, format, p)
+    }),
+    ("LOGCOLLECT_TLS_CA_FILE", |b, v, p| put(&mut b.tls_ca_file, v.into(), p)),
+    ("LOGCOLLECT_TLS_CERT_FILE", |b, v, p| put(&mut b.tls_cert_file, v.into(), p)),
+    ("LOGCOLLECT_TLS_KEY_FILE", |b, v, p| put(&mut b.tls_key_file, v.into(), p)),
+    ("LOGCOLLECT_SPOOL_MAX_BYTES", |b, v, p| {
+        put(&mut b.spool_max_bytes, parse_num(v)? as u64, p)
+    }),
+    ("LOGCOLLECT_QUEUE_MAX_BYTES", |b, v, p| {
+        put(&mut b.queue_max_bytes, parse_num(v)?, p)
+    }),
+    ("LOGCOLLECT_HEARTBEAT", |b, v, p| put(&mut b.heartbeat, parse_secs(v)?, p)),
+    ("LOGCOLLECT_LIVENESS_TIMEOUT", |b, v, p| {
+        put(&mut b.liveness_timeout, parse_secs(v)?, p)
+    }),
+    ("LOGCOLLECT_SHUTDOWN_TIMEOUT", |b, v, p| {
+        put(&mut b.shutdown_timeout, parse_secs(v)?, p)
+    }),
+];
 
 fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<(), Error> {
     if ok {
@@ -1006,30 +987,30 @@ fn env_err(name: &str, value: &str, expected: &str) -> Error {
     )
 }
 
-fn parse_bool(name: &str, v: &str) -> Result<bool, Error> {
+fn parse_bool(v: &str) -> Result<bool, &'static str> {
     match v.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(env_err(name, v, "true/false, yes/no, on/off or 1/0")),
+        _ => Err("true/false, yes/no, on/off or 1/0"),
     }
 }
 
-fn parse_num(name: &str, v: &str) -> Result<usize, Error> {
+fn parse_num(v: &str) -> Result<usize, &'static str> {
     v.trim()
         .replace('_', "")
         .parse()
-        .map_err(|_| env_err(name, v, "a whole number"))
+        .map_err(|_| "a whole number")
 }
 
-fn parse_secs(name: &str, v: &str) -> Result<Duration, Error> {
+fn parse_secs(v: &str) -> Result<Duration, &'static str> {
     v.trim()
         .parse::<f64>()
         .ok()
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .ok_or_else(|| env_err(name, v, "a number of seconds (e.g. 5 or 0.5)"))
+        .ok_or("a number of seconds (e.g. 5 or 0.5)")
 }
 
-fn parse_pairs(name: &str, v: &str) -> Result<Vec<(String, String)>, Error> {
+fn parse_pairs(v: &str) -> Result<Vec<(String, String)>, &'static str> {
     v.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
@@ -1037,11 +1018,7 @@ fn parse_pairs(name: &str, v: &str) -> Result<Vec<(String, String)>, Error> {
             Some((k, val)) if !k.trim().is_empty() => {
                 Ok((k.trim().to_owned(), val.trim().to_owned()))
             }
-            _ => Err(env_err(
-                name,
-                v,
-                "comma-separated key=value pairs, e.g. project=shop,application=api",
-            )),
+            _ => Err("comma-separated key=value pairs, e.g. project=shop,application=api"),
         })
         .collect()
 }
