@@ -812,3 +812,6 @@ mod record_fields_tests {
         assert_eq!(super::RECORD_FIELDS.last(), Some(&"record_id"));
     }
 }
+
+#[cfg(test)]
+mod stamp_tests;
