@@ -15,13 +15,11 @@
 //! let _guard = logcollect_jobs::boot(logcollect::Config::from_env()?, false)?;
 //! tracing::info!("worker started"); // outside any task: not shipped (collect_root_logs = false)
 //!
-//! let info = TaskInfo {
-//!     id: Some("42".into()),
-//!     attempt: Some(1),
-//!     queue: Some("orders".into()),
-//!     correlation_id: Some("order-42".into()), // e.g. read from the message
-//!     ..TaskInfo::new("send_invoice")
-//! };
+//! let info = TaskInfo::new("send_invoice")
+//!     .id("42")
+//!     .attempt(1)
+//!     .queue("orders")
+//!     .correlation_id("order-42"); // e.g. read from the message
 //! logcollect_jobs::in_task(&info, async {
 //!     tracing::info!("invoice sent"); // task_name, task_id, … correlation_id = "order-42"
 //!     log::info!("so is this one");   // `log` records too (task fields and correlation_id)
@@ -99,14 +97,16 @@ pub const TASK_SPAN_NAME: &str = "task";
 /// What a task span says about the task. Fill what your runner knows:
 ///
 /// ```
-/// let info = logcollect_jobs::TaskInfo {
-///     id: Some("7f3c".into()),
-///     attempt: Some(2),
-///     ..logcollect_jobs::TaskInfo::new("resize_image")
-/// };
+/// let info = logcollect_jobs::TaskInfo::new("resize_image")
+///     .id("7f3c")
+///     .attempt(2);
 /// assert_eq!(info.name, "resize_image");
 /// ```
+///
+/// New fields may come in a minor release (`#[non_exhaustive]`): build it
+/// with [`TaskInfo::new`] and the setters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TaskInfo {
     /// The task's name (`task_name`), e.g. `send_invoice` or `app.tasks.add`.
     pub name: String,
@@ -128,6 +128,34 @@ impl TaskInfo {
             name: name.into(),
             ..TaskInfo::default()
         }
+    }
+
+    /// Sets the task's id.
+    #[must_use]
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Sets the attempt, 1 for the first run.
+    #[must_use]
+    pub fn attempt(mut self, attempt: u64) -> Self {
+        self.attempt = Some(attempt);
+        self
+    }
+
+    /// Sets the queue the task came from.
+    #[must_use]
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Sets the correlation id the task runs under.
+    #[must_use]
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
     }
 }
 
@@ -486,10 +514,8 @@ mod tests {
     #[test]
     fn task_correlation_id_given_inherited_or_generated() {
         let _d = tracing::subscriber::set_default(tracing_subscriber::registry());
-        let given = TaskInfo {
-            correlation_id: Some("c-1".into()),
-            ..TaskInfo::new("t")
-        };
+        let given = TaskInfo::new("t")
+                .correlation_id("c-1");
         let s = task_span(&given);
         assert_eq!(
             s.in_scope(logcollect::correlation::current).as_deref(),

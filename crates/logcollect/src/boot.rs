@@ -40,9 +40,21 @@ pub fn default_config(config: Config) -> Result<ShipperGuard, Error> {
     Ok(shipper.guard())
 }
 
-/// [`default_config`] that panics on error: the shortcut for `main`.
+/// The same as [`default_config`] under the name Rust's logging crates use
+/// (`tracing_subscriber`'s `try_init`): returns the error instead of
+/// panicking.
+///
+/// ```no_run
+/// let _guard = logcollect::boot::try_init(logcollect::Config::from_env()?)?;
+/// # Ok::<(), logcollect::Error>(())
+/// ```
+pub fn try_init(config: Config) -> Result<ShipperGuard, Error> {
+    default_config(config)
+}
+
+/// [`try_init`] that panics on error: the shortcut for `main`.
 pub fn init(config: Config) -> ShipperGuard {
-    match default_config(config) {
+    match try_init(config) {
         Ok(guard) => guard,
         Err(e) => panic!("logcollect::boot::init failed: {e}"),
     }
