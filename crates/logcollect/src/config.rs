@@ -391,8 +391,11 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Builds a [`Config`]. Every setter records a code setting; [`env`](Self::env)
-/// fills only what code has not set, so code settings always win.
+/// Builds a [`Config`]. Every setter records a code setting;
+/// [`env`](Self::env) fills only what code has not set (code wins), while
+/// [`env_overrides`](Self::env_overrides) lets every `LOGCOLLECT_*` variable
+/// that is set replace the code's setting (layered: code gives defaults,
+/// operators override them).
 #[derive(Default, Clone)]
 pub struct ConfigBuilder {
     broker_uri: Option<String>,
@@ -669,6 +672,34 @@ impl ConfigBuilder {
         Ok(self)
     }
 
+    /// Layered configuration: what code set so far are defaults, and every
+    /// `LOGCOLLECT_*` variable that is set overrides them (the opposite of
+    /// [`env`](Self::env), where code wins). Call it last, so operators can
+    /// change any setting without a rebuild:
+    ///
+    /// ```no_run
+    /// let config = logcollect::Config::builder()
+    ///     .broker_uri("amqp://guest:guest@localhost//") // unless LOGCOLLECT_BROKER_URI says otherwise
+    ///     .activity_identity([("project", "shop"), ("application", "api")])
+    ///     .env_overrides()?
+    ///     .build()?;
+    /// # Ok::<(), logcollect::Error>(())
+    /// ```
+    ///
+    /// A variable that is set but unusable is an error naming it.
+    pub fn env_overrides(self) -> Result<Self, Error> {
+        self.env_overrides_from(|name| std::env::var(name).ok())
+    }
+
+    /// [`env_overrides`](Self::env_overrides) with a custom lookup.
+    pub fn env_overrides_from(
+        mut self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, Error> {
+        self.apply_env(get, Precedence::EnvWins)?;
+        Ok(self)
+    }
+
     /// Reads every variable of [`ENV_VARS`] that is set and not blank into
     /// the builder, with the given precedence over code settings.
     fn apply_env(
@@ -888,13 +919,16 @@ fn default_host() -> String {
 enum Precedence {
     /// Only settings that code left unset are filled ([`ConfigBuilder::env`]).
     CodeWins,
+    /// Every variable that is set replaces the code's setting
+    /// ([`ConfigBuilder::env_overrides`]).
+    EnvWins,
 }
 
 /// Puts an environment value into a builder field, as `precedence` says.
 fn put<T>(slot: &mut Option<T>, value: T, precedence: Precedence) -> Result<(), &'static str> {
     match precedence {
         Precedence::CodeWins if slot.is_some() => {}
-        Precedence::CodeWins => *slot = Some(value),
+        Precedence::CodeWins | Precedence::EnvWins => *slot = Some(value),
     }
     Ok(())
 }
@@ -1201,6 +1235,50 @@ mod tests {
             .unwrap();
         assert_eq!(after.exchange(), "code");
         assert!(!after.durable());
+    }
+
+    #[test]
+    fn env_overrides_code_settings_and_keeps_the_rest() {
+        let e = env(&[
+            ("LOGCOLLECT_EXCHANGE", "from-env"),
+            ("LOGCOLLECT_DURABLE", "1"),
+            ("LOGCOLLECT_LEVEL", "  "),
+        ]);
+        let c = Config::builder()
+            .exchange("code")
+            .durable(false)
+            .host("code-host")
+            .level("warning")
+            .env_overrides_from(&e)
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(c.exchange(), "from-env", "the environment overrides code");
+        assert!(c.durable());
+        assert_eq!(c.host(), "code-host", "unset variables leave code settings");
+        assert_eq!(
+            c.filter().max_level(),
+            Some(Level::Warning),
+            "a blank variable counts as unset"
+        );
+        let err = Config::builder()
+            .env_overrides_from(env(&[("LOGCOLLECT_DURABLE", "maybe")]))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidEnv);
+    }
+
+    /// Every variable of the table is in `Config`'s documentation.
+    #[test]
+    fn every_env_variable_is_documented() {
+        let source = include_str!("config.rs");
+        for (name, _) in ENV_VARS {
+            assert!(
+                source
+                    .lines()
+                    .any(|l| l.starts_with("/// |") && l.contains(&format!("`{name}`"))),
+                "{name} is missing from the table on Config"
+            );
+        }
     }
 
     #[test]
