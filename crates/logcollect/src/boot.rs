@@ -128,7 +128,10 @@ where
 #[cfg(feature = "log")]
 fn set_logger(logger: impl log::Log + 'static, max_level: log::LevelFilter) {
     match log::set_boxed_logger(Box::new(logger)) {
-        Ok(()) => log::set_max_level(max_level),
+        Ok(()) => {
+            log::set_max_level(max_level);
+            crate::front::log_logger_installed();
+        }
         Err(_) => crate::report::eprint_line(
             "a `log` logger is already installed: `log` records reach logcollect only if that logger forwards them to tracing (tracing_log::LogTracer)",
         ),
@@ -139,11 +142,13 @@ fn set_logger(logger: impl log::Log + 'static, max_level: log::LevelFilter) {
 /// so other layers of the same registry are not affected.
 #[cfg(feature = "tracing")]
 fn filter_for<S>(shipper: &Shipper) -> impl tracing_subscriber::layer::Filter<S> {
-    let config = shipper.config().clone();
+    let shipper = shipper.clone();
+    // Asked once per call site (the answer is cached until a level handle
+    // rebuilds the cache), so reading the live filter costs nothing per event.
     tracing_subscriber::filter::filter_fn(move |meta| {
         // Spans pass, so their fields are recorded for the events inside them.
         meta.is_span()
-            || config.wants(meta.target(), crate::front::tracing::level(meta.level()))
+            || shipper.wants(meta.target(), crate::front::tracing::level(meta.level()))
             // `log` records bridged by LogTracer carry target "log" here; the
             // layer filters them on their real target.
             || meta.target() == "log"
@@ -190,5 +195,6 @@ pub fn install_log(shipper: &Shipper) -> Result<(), Error> {
         )
     })?;
     log::set_max_level(max);
+    crate::front::log_logger_installed();
     Ok(())
 }

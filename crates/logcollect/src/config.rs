@@ -363,12 +363,16 @@ impl Config {
         }
     }
 
-    pub(crate) fn wants(&self, target: &str, level: Level) -> bool {
-        self.filter.enabled(target, level)
-            && !self
-                .ignored_targets
-                .iter()
-                .any(|p| crate::filter::target_matches(p, target))
+    /// Whether records of `target` are never shipped (`ignored_targets`).
+    pub(crate) fn ignores(&self, target: &str) -> bool {
+        self.ignored_targets
+            .iter()
+            .any(|p| crate::filter::target_matches(p, target))
+    }
+
+    #[cfg(test)]
+    fn wants(&self, target: &str, level: Level) -> bool {
+        self.filter.enabled(target, level) && !self.ignores(target)
     }
 }
 

@@ -93,6 +93,7 @@ pub use encode::{
     RECORD_FIELDS, RENAMED_KEY_PREFIX, TYPE_TRACKING_MAX_KEYS,
 };
 pub use error::{Error, ErrorKind, ShutdownError};
+pub use front::LevelHandle;
 pub use filter::Filter;
 #[cfg(feature = "log")]
 #[cfg_attr(docsrs, doc(cfg(feature = "log")))]

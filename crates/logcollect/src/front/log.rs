@@ -25,14 +25,19 @@ impl LogcollectLogger {
 
     /// The most verbose `log` level this logger can accept, for `log::set_max_level`.
     pub fn max_level(&self) -> log::LevelFilter {
-        match self.shipper.config().filter().max_level() {
-            None => log::LevelFilter::Off,
-            Some(Level::Trace) => log::LevelFilter::Trace,
-            Some(Level::Debug) => log::LevelFilter::Debug,
-            Some(Level::Info) => log::LevelFilter::Info,
-            Some(Level::Warning) => log::LevelFilter::Warn,
-            Some(Level::Error | Level::Critical) => log::LevelFilter::Error,
-        }
+        level_filter(self.shipper.filter().max_level())
+    }
+}
+
+/// `log`'s maximum level for a filter's most verbose level.
+pub(crate) fn level_filter(max: Option<Level>) -> log::LevelFilter {
+    match max {
+        None => log::LevelFilter::Off,
+        Some(Level::Trace) => log::LevelFilter::Trace,
+        Some(Level::Debug) => log::LevelFilter::Debug,
+        Some(Level::Info) => log::LevelFilter::Info,
+        Some(Level::Warning) => log::LevelFilter::Warn,
+        Some(Level::Error | Level::Critical) => log::LevelFilter::Error,
     }
 }
 
@@ -51,7 +56,6 @@ impl log::Log for LogcollectLogger {
         !suppressed()
             && self
                 .shipper
-                .config()
                 .wants(metadata.target(), level(metadata.level()))
     }
 
@@ -63,7 +67,7 @@ impl log::Log for LogcollectLogger {
         }
         let lvl = level(record.level());
         let target = record.target();
-        if !self.shipper.config().wants(target, lvl) {
+        if !self.shipper.wants(target, lvl) {
             return;
         }
         let loc = Location {

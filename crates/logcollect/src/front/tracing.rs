@@ -169,7 +169,7 @@ where
         // Events bridged from `log` pass the filter as target "log": their
         // real target is checked here.
         let checked = self.prefiltered && normalized.is_none();
-        if !checked && !self.shipper.config().wants(target, lvl) {
+        if !checked && !self.shipper.wants(target, lvl) {
             return;
         }
         let loc = Location {

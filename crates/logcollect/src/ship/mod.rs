@@ -28,7 +28,7 @@ mod sim;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,7 @@ pub use stats::Stats;
 use crate::config::Config;
 use crate::encode::{Encoded, Encoder, Location, RecordWriter, Stamp};
 use crate::error::{Error, ErrorKind, ShutdownError};
+use crate::filter::Filter;
 use crate::record::{Level, Record};
 use crate::report::Reporter;
 use driver::Control;
@@ -65,6 +66,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 pub(crate) struct Inner {
     config: Config,
+    /// The level filter in force: the configuration's at first, replaced at
+    /// run time through a level handle.
+    filter: RwLock<Filter>,
     encoder: Encoder,
     intake: Arc<Intake>,
     ctrl: mpsc::UnboundedSender<Control>,
@@ -165,6 +169,7 @@ impl ShipperBuilder {
         let last_error = Arc::new(Mutex::new(None));
         let inner = Arc::new(Inner {
             encoder: Encoder::new(&config.encoder_settings()),
+            filter: RwLock::new(config.filter.clone()),
             config: config.clone(),
             intake: intake.clone(),
             ctrl,
@@ -280,16 +285,47 @@ impl Shipper {
         &self.inner.config
     }
 
+    /// The level filter in force now: the configuration's, or the last one
+    /// a level handle set.
+    pub fn filter(&self) -> Filter {
+        self.inner
+            .filter
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the level filter; the front-ends' caches are the caller's
+    /// to refresh (the level handle does).
+    #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
+    pub(crate) fn set_filter(&self, filter: Filter) {
+        *self
+            .inner
+            .filter
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = filter;
+    }
+
+    /// Whether a record of `level` from `target` passes the filter in force
+    /// and is not from an ignored target.
+    #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
+    pub(crate) fn wants(&self, target: &str, level: Level) -> bool {
+        self.passes(target, level) && !self.inner.config.ignores(target)
+    }
+
+    fn passes(&self, target: &str, level: Level) -> bool {
+        self.inner
+            .filter
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .enabled(target, level)
+    }
+
     /// Encodes and queues a hand-built record (subject to the level filter
     /// but not to the ignored targets). Returns whether it was accepted;
     /// refusals are counted in [`Stats`].
     pub fn submit(&self, record: &Record) -> bool {
-        if !self
-            .inner
-            .config
-            .filter
-            .enabled(&record.logger, record.level)
-        {
+        if !self.passes(&record.logger, record.level) {
             return false;
         }
         match self.inner.encoder.encode(record, stamp_now()) {
