@@ -390,7 +390,11 @@ pub fn boot(config: Config, collect_root_logs: bool) -> Result<ShipperGuard, Err
 pub fn install(shipper: &Shipper, collect_root_logs: bool) -> Result<(), Error> {
     let logger = TaskLogger::new(shipper.clone(), collect_root_logs);
     let max = logger.max_level();
-    logcollect::boot::install_with(task_layer(shipper, collect_root_logs), logger, max)
+    logcollect::boot::install_with(task_layer(shipper, collect_root_logs), logger, max)?;
+    if shipper.config().panic_hook() {
+        logcollect::boot::install_panic_hook(shipper);
+    }
+    Ok(())
 }
 
 /// A `log::Log` for task workers: the core's [`LogcollectLogger`] plus

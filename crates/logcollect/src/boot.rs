@@ -1,5 +1,7 @@
 //! One-call set-up, mirroring the Python library's `boot` module.
 
+use std::time::Duration;
+
 use crate::config::Config;
 use crate::error::Error;
 #[cfg(any(feature = "log", feature = "tracing"))]
@@ -8,6 +10,7 @@ use crate::error::ErrorKind;
 use crate::front::log::LogcollectLogger;
 #[cfg(feature = "tracing")]
 use crate::front::tracing::LogcollectLayer;
+use crate::record::{ExceptionInfo, Level, Record};
 use crate::ship::{Shipper, ShipperGuard};
 
 /// Starts a shipper for `config` and installs the front-ends on the root:
@@ -16,7 +19,9 @@ use crate::ship::{Shipper, ShipperGuard};
 /// and stops the shipper when dropped; keep it alive until the end of `main`.
 ///
 /// Never waits for the broker: a broker that is down is reported on stderr
-/// and in [`Stats`](crate::Stats), and records wait in the queue.
+/// and in [`Stats`](crate::Stats), and records wait in the queue. Unless the
+/// configuration's `panic_hook` is off, panics are shipped as `CRITICAL`
+/// records ([`install_panic_hook`]).
 ///
 /// Errors: [`ErrorKind::AlreadyInstalled`] when a global `tracing`
 /// subscriber is already set (build your own registry with [`layer`]
@@ -38,6 +43,63 @@ pub fn default_config(config: Config) -> Result<ShipperGuard, Error> {
     let shipper = Shipper::new(config)?;
     install(&shipper)?;
     Ok(shipper.guard())
+}
+
+/// How long the panic hook waits for the broker to confirm the panic's
+/// record (and those before it): a healthy broker confirms in milliseconds;
+/// a process about to die must not hang on a broker that is away (the record
+/// then waits in the spool, if there is one).
+pub const PANIC_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Installs a panic hook that ships every panic as a `CRITICAL` record of
+/// logger `panic` (message, location, thread, and the backtrace when
+/// `RUST_BACKTRACE` enables one), waits up to [`PANIC_FLUSH_TIMEOUT`] for the
+/// broker, then calls the hook that was installed before (by default the
+/// one that prints the panic on stderr). The boot helpers call it when the
+/// configuration's `panic_hook` is on (the default).
+///
+/// A panic on the shipper thread itself is not shipped (it could never be).
+pub fn install_panic_hook(shipper: &Shipper) {
+    let shipper = shipper.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        ship_panic(&shipper, info);
+        previous(info);
+    }));
+}
+
+fn ship_panic(shipper: &Shipper, info: &std::panic::PanicHookInfo<'_>) {
+    if crate::ship::suppressed() {
+        return;
+    }
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "Box<dyn Any>".to_owned());
+    let thread = std::thread::current();
+    let thread_name = thread
+        .name()
+        .map_or_else(|| format!("{:?}", thread.id()), str::to_owned);
+    let mut text = format!("thread '{thread_name}' panicked");
+    if let Some(l) = info.location() {
+        text.push_str(&format!(" at {}:{}:{}", l.file(), l.line(), l.column()));
+    }
+    text.push_str(&format!(":\n{message}"));
+    let backtrace = std::backtrace::Backtrace::capture();
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        text.push_str(&format!("\nstack backtrace:\n{backtrace}"));
+    }
+    let mut record = Record::new(Level::Critical, "panic", message.clone())
+        .thread_name(thread_name)
+        .exception(ExceptionInfo::new("panic", message, text));
+    if let Some(l) = info.location() {
+        record = record.file(l.file()).line(l.line());
+    }
+    if shipper.submit(&record) {
+        let _ = shipper.flush(PANIC_FLUSH_TIMEOUT);
+    }
 }
 
 /// The same as [`default_config`] under the name Rust's logging crates use
@@ -77,6 +139,9 @@ pub fn install(shipper: &Shipper) -> Result<(), Error> {
         let logger = LogcollectLogger::new(shipper.clone());
         let max = logger.max_level();
         set_logger(logger, max);
+    }
+    if shipper.config().panic_hook() {
+        install_panic_hook(shipper);
     }
     Ok(())
 }
@@ -175,6 +240,9 @@ fn filter_for<S>(shipper: &Shipper) -> impl tracing_subscriber::layer::Filter<S>
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub fn layer(config: Config) -> Result<(LogcollectLayer, ShipperGuard), Error> {
     let shipper = Shipper::new(config)?;
+    if shipper.config().panic_hook() {
+        install_panic_hook(&shipper);
+    }
     Ok((
         LogcollectLayer::new(shipper.clone()),
         shipper.guard(),

@@ -94,6 +94,36 @@ impl std::str::FromStr for BatchFormat {
     }
 }
 
+/// Default `panic_hook`: boot installs a hook that ships a `CRITICAL`
+/// record for every panic.
+pub const DEFAULT_PANIC_HOOK: bool = true;
+/// Default `redaction`: on.
+pub const DEFAULT_REDACTION: bool = true;
+/// Default `redact_fields`: field names whose values are never sent (`*`
+/// matches any run of characters; names compare without regard to ASCII
+/// case, whole or by their last `.`-separated part).
+pub const DEFAULT_REDACT_FIELDS: &[&str] = &[
+    "password",
+    "passwd",
+    "*_password",
+    "secret",
+    "*_secret",
+    "token",
+    "*_token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "private_key",
+    "credentials",
+];
+/// Default `redact_values`: string values that are never sent, whatever
+/// their field (`*` matches any run of characters; case matters): HTTP
+/// credentials.
+pub const DEFAULT_REDACT_VALUES: &[&str] = &["Bearer *", "Basic *"];
+
 /// Default Logstash `type` field.
 pub const DEFAULT_TYPE: &str = "Logstash";
 /// Targets whose records are never shipped by default: our own crate and the
@@ -151,6 +181,10 @@ pub const DEFAULT_IGNORED_TARGETS: &[&str] = &[
 /// | `profile` | [`Profile::Logcollect`] | `LOGCOLLECT_PROFILE` (`logcollect`, `ecs`) |
 /// | `ecs_service_key` | [`DEFAULT_ECS_SERVICE_KEY`] (`application`) | `LOGCOLLECT_ECS_SERVICE_KEY` |
 /// | `ecs_extra_prefix` | [`DEFAULT_ECS_EXTRA_PREFIX`] (`extra`) | `LOGCOLLECT_ECS_EXTRA_PREFIX` |
+/// | `panic_hook` | [`DEFAULT_PANIC_HOOK`] (`true`: boot ships panics as `CRITICAL` records) | `LOGCOLLECT_PANIC_HOOK` |
+/// | `redaction` | [`DEFAULT_REDACTION`] (`true`) | `LOGCOLLECT_REDACTION` |
+/// | `redact_fields` | [`DEFAULT_REDACT_FIELDS`] (`password`, `*_token`, `authorization`…) | `LOGCOLLECT_REDACT_FIELDS` (`a,b*`) |
+/// | `redact_values` | [`DEFAULT_REDACT_VALUES`] (`Bearer *`, `Basic *`) | `LOGCOLLECT_REDACT_VALUES` (`a*,b*`) |
 #[derive(Clone)]
 pub struct Config {
     pub(crate) brokers: BrokerList,
@@ -185,6 +219,10 @@ pub struct Config {
     pub(crate) profile: Profile,
     pub(crate) ecs_service_key: String,
     pub(crate) ecs_extra_prefix: String,
+    pub(crate) panic_hook: bool,
+    pub(crate) redaction: bool,
+    pub(crate) redact_fields: Vec<String>,
+    pub(crate) redact_values: Vec<String>,
 }
 
 /// TLS material read at build time, so a missing file is a boot error and
@@ -343,6 +381,22 @@ impl Config {
     pub fn ecs_extra_prefix(&self) -> &str {
         &self.ecs_extra_prefix
     }
+    /// Whether boot installs the panic hook.
+    pub fn panic_hook(&self) -> bool {
+        self.panic_hook
+    }
+    /// Whether redaction is on.
+    pub fn redaction(&self) -> bool {
+        self.redaction
+    }
+    /// Field-name patterns whose values are redacted.
+    pub fn redact_fields(&self) -> &[String] {
+        &self.redact_fields
+    }
+    /// Value patterns that are redacted.
+    pub fn redact_values(&self) -> &[String] {
+        &self.redact_values
+    }
 
     /// Whether a record from `target` at `level` should be shipped.
     #[inline]
@@ -360,6 +414,16 @@ impl Config {
             profile: self.profile,
             ecs_service_key: self.ecs_service_key.clone(),
             ecs_extra_prefix: self.ecs_extra_prefix.clone(),
+            redact_fields: if self.redaction {
+                self.redact_fields.clone()
+            } else {
+                Vec::new()
+            },
+            redact_values: if self.redaction {
+                self.redact_values.clone()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -436,6 +500,10 @@ pub struct ConfigBuilder {
     profile: Option<Profile>,
     ecs_service_key: Option<String>,
     ecs_extra_prefix: Option<String>,
+    panic_hook: Option<bool>,
+    redaction: Option<bool>,
+    redact_fields: Option<Vec<String>>,
+    redact_values: Option<Vec<String>>,
 }
 
 impl fmt::Debug for ConfigBuilder {
@@ -663,6 +731,34 @@ impl ConfigBuilder {
         self
     }
 
+    setter!(
+        /// Whether boot installs a panic hook that ships a `CRITICAL` record
+        /// (message, location, thread, backtrace when enabled), flushes for
+        /// up to 2 s, then calls the hook that was there before.
+        panic_hook: bool
+    );
+    setter!(
+        /// Whether field values are redacted (see `redact_fields` and
+        /// `redact_values`); `false` sends every value as it is.
+        redaction: bool
+    );
+    /// Field names whose values are sent as `[redacted]`, replacing
+    /// [`DEFAULT_REDACT_FIELDS`]: exact names or globs (`*_token`),
+    /// compared without regard to ASCII case with the whole key and with its
+    /// last `.`-separated part.
+    #[must_use]
+    pub fn redact_fields<T: Into<String>>(mut self, names: impl IntoIterator<Item = T>) -> Self {
+        self.redact_fields = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+    /// String values sent as `[redacted]` whatever their field, replacing
+    /// [`DEFAULT_REDACT_VALUES`]: globs over the whole value (`Bearer *`).
+    #[must_use]
+    pub fn redact_values<T: Into<String>>(mut self, patterns: impl IntoIterator<Item = T>) -> Self {
+        self.redact_values = Some(patterns.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Fills every setting that code has not set from the `LOGCOLLECT_*`
     /// environment variables. A variable that is set but unusable is an error
     /// naming it.
@@ -869,6 +965,20 @@ impl ConfigBuilder {
                 .ecs_service_key
                 .unwrap_or_else(|| DEFAULT_ECS_SERVICE_KEY.to_owned()),
             ecs_extra_prefix,
+            panic_hook: self.panic_hook.unwrap_or(DEFAULT_PANIC_HOOK),
+            redaction: self.redaction.unwrap_or(DEFAULT_REDACTION),
+            redact_fields: self.redact_fields.unwrap_or_else(|| {
+                DEFAULT_REDACT_FIELDS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            }),
+            redact_values: self.redact_values.unwrap_or_else(|| {
+                DEFAULT_REDACT_VALUES
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            }),
         })
     }
 }
@@ -967,10 +1077,7 @@ const ENV_VARS: &[(&str, EnvApply)] = &[
     ("LOGCOLLECT_ACTIVITY_IDENTITY", |b, v, p| {
         put(&mut b.activity_identity, parse_pairs(v)?, p)
     }),
-    ("LOGCOLLECT_TAGS", |b, v, p| {
-        let tags = v.split(',').map(str::trim).filter(|t| !t.is_empty());
-        put(&mut b.tags, tags.map(String::from).collect(), p)
-    }),
+    ("LOGCOLLECT_TAGS", |b, v, p| put(&mut b.tags, parse_list(v), p)),
     ("LOGCOLLECT_QUEUE_CAPACITY", |b, v, p| {
         put(&mut b.queue_capacity, parse_num(v)?, p)
     }),
@@ -1008,6 +1115,18 @@ const ENV_VARS: &[(&str, EnvApply)] = &[
     ("LOGCOLLECT_SHUTDOWN_TIMEOUT", |b, v, p| {
         put(&mut b.shutdown_timeout, parse_secs(v)?, p)
     }),
+    ("LOGCOLLECT_PANIC_HOOK", |b, v, p| {
+        put(&mut b.panic_hook, parse_bool(v)?, p)
+    }),
+    ("LOGCOLLECT_REDACTION", |b, v, p| {
+        put(&mut b.redaction, parse_bool(v)?, p)
+    }),
+    ("LOGCOLLECT_REDACT_FIELDS", |b, v, p| {
+        put(&mut b.redact_fields, parse_list(v), p)
+    }),
+    ("LOGCOLLECT_REDACT_VALUES", |b, v, p| {
+        put(&mut b.redact_values, parse_list(v), p)
+    }),
 ];
 
 fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<(), Error> {
@@ -1023,6 +1142,15 @@ fn env_err(name: &str, value: &str, expected: &str) -> Error {
         ErrorKind::InvalidEnv,
         format!("{name}={value:?}: expected {expected}"),
     )
+}
+
+/// A comma-separated list, items trimmed, empty ones skipped.
+fn parse_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 fn parse_bool(v: &str) -> Result<bool, &'static str> {

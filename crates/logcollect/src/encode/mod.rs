@@ -38,6 +38,7 @@ mod ecs;
 mod json;
 mod keys;
 mod logcollect;
+mod redact;
 mod time;
 mod traceparent;
 mod types;
@@ -52,6 +53,7 @@ pub(crate) use traceparent::parse as traceparent;
 pub use types::TYPE_TRACKING_MAX_KEYS;
 
 use json::{cut_to, push_json_str, push_nested, truncate_at_char};
+use redact::{Redactor, REDACTED};
 use types::{Kind, TypeTracker};
 
 /// Logger names, file paths and module paths longer than this are cut in the
@@ -216,6 +218,10 @@ pub(crate) struct EncoderSettings {
     pub(crate) ecs_service_key: String,
     /// ECS: the object that receives user fields under an ECS root.
     pub(crate) ecs_extra_prefix: String,
+    /// Field-name globs whose values are redacted (empty: none).
+    pub(crate) redact_fields: Vec<String>,
+    /// Value globs that are redacted (empty: none).
+    pub(crate) redact_values: Vec<String>,
 }
 
 /// When a record was made and its id. The caller gives both (the shipper
@@ -241,6 +247,10 @@ pub(crate) struct Encoder {
     seq_state: AtomicU64,
     /// First JSON type of each user key (type stability, both profiles).
     types: TypeTracker,
+    /// Which field values are never sent.
+    redactor: Redactor,
+    /// Values replaced by `[redacted]` so far.
+    redacted: AtomicU64,
 }
 
 /// The profile's precomputed parts. Everything the two profiles do
@@ -315,7 +325,14 @@ impl Encoder {
             max_bytes: settings.max_record_bytes,
             seq_state: AtomicU64::new(0),
             types: TypeTracker::new(TYPE_TRACKING_MAX_KEYS),
+            redactor: Redactor::new(&settings.redact_fields, &settings.redact_values),
+            redacted: AtomicU64::new(0),
         }
+    }
+
+    /// How many values were replaced by `[redacted]`.
+    pub(crate) fn redacted(&self) -> u64 {
+        self.redacted.load(Ordering::Relaxed)
     }
 
     /// Python's `seq`: 1 for a new timestamp tick, +1 (capped) for a repeat.
@@ -611,27 +628,66 @@ impl<'e> RecordWriter<'e> {
         }
     }
 
+    /// For a field whose name is redacted, writes `"[redacted]"` in place of
+    /// its value and returns `true` (the caller writes nothing more).
+    #[inline]
+    fn redacted_key(&mut self, key: &str) -> bool {
+        let enc = self.enc;
+        if !enc.redactor.field(key) {
+            return false;
+        }
+        enc.redacted.fetch_add(1, Ordering::Relaxed);
+        if self.key(key, Kind::Str) {
+            push_json_bytes(&mut self.buf, REDACTED);
+            self.end_field();
+        }
+        true
+    }
+
+    /// Ends a field whose value starts at `start` in the buffer; a string
+    /// value matching a redacted value pattern is replaced first.
+    fn end_value(&mut self, start: usize) {
+        let enc = self.enc;
+        if enc.redactor.value(&self.buf[start..]) {
+            enc.redacted.fetch_add(1, Ordering::Relaxed);
+            self.buf.truncate(start);
+            push_json_bytes(&mut self.buf, REDACTED);
+        }
+        self.end_field();
+    }
+
     /// A string field.
     pub(crate) fn str(&mut self, key: &str, v: &str) {
+        if self.redacted_key(key) {
+            return;
+        }
         if self.key(key, Kind::Str) {
+            let start = self.buf.len();
             push_json_bytes(&mut self.buf, v);
-            self.end_field();
+            self.end_value(start);
         }
     }
 
     /// A field written with `Display` (or `Debug` via `format_args!("{:?}")`).
     #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
     pub(crate) fn display(&mut self, key: &str, v: fmt::Arguments<'_>) {
+        if self.redacted_key(key) {
+            return;
+        }
         if self.key(key, Kind::Str) {
+            let start = self.buf.len();
             self.buf.push(b'"');
             let _ = JsonStrWriter(&mut self.buf).write_fmt(v);
             self.buf.push(b'"');
-            self.end_field();
+            self.end_value(start);
         }
     }
 
     /// An `i64` field.
     pub(crate) fn i64(&mut self, key: &str, v: i64) {
+        if self.redacted_key(key) {
+            return;
+        }
         if self.key(key, Kind::Num) {
             if v < 0 {
                 self.buf.push(b'-');
@@ -643,6 +699,9 @@ impl<'e> RecordWriter<'e> {
 
     /// A `u64` field.
     pub(crate) fn u64(&mut self, key: &str, v: u64) {
+        if self.redacted_key(key) {
+            return;
+        }
         if self.key(key, Kind::Num) {
             push_u64(&mut self.buf, v);
             self.end_field();
@@ -664,6 +723,9 @@ impl<'e> RecordWriter<'e> {
 
     /// An `f64` field; NaN and infinities as strings.
     pub(crate) fn f64(&mut self, key: &str, v: f64) {
+        if self.redacted_key(key) {
+            return;
+        }
         if self.key(key, Kind::of_f64(v)) {
             push_f64(&mut self.buf, v);
             self.end_field();
@@ -672,6 +734,9 @@ impl<'e> RecordWriter<'e> {
 
     /// A `bool` field.
     pub(crate) fn bool(&mut self, key: &str, v: bool) {
+        if self.redacted_key(key) {
+            return;
+        }
         if self.key(key, Kind::Bool) {
             self.buf
                 .extend_from_slice(if v { b"true" } else { b"false" });
@@ -681,6 +746,9 @@ impl<'e> RecordWriter<'e> {
 
     /// A `null` field.
     pub(crate) fn null(&mut self, key: &str) {
+        if self.redacted_key(key) {
+            return;
+        }
         if self.key(key, Kind::Null) {
             self.buf.extend_from_slice(b"null");
             self.end_field();
@@ -690,9 +758,13 @@ impl<'e> RecordWriter<'e> {
     /// A field whose value is already valid JSON (pre-encoded span fields).
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) fn raw(&mut self, key: &str, json: &str) {
+        if self.redacted_key(key) {
+            return;
+        }
         if self.key(key, Kind::of_json(json.as_bytes())) {
+            let start = self.buf.len();
             self.buf.extend_from_slice(json.as_bytes());
-            self.end_field();
+            self.end_value(start);
         }
     }
 
@@ -706,6 +778,9 @@ impl<'e> RecordWriter<'e> {
             FieldValue::F64(f) => self.f64(key, *f),
             FieldValue::Str(s) => self.str(key, s),
             FieldValue::Array(_) | FieldValue::Object(_) => {
+                if self.redacted_key(key) {
+                    return;
+                }
                 let kind = if matches!(v, FieldValue::Array(_)) {
                     Kind::Arr
                 } else {

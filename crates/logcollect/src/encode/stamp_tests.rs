@@ -24,6 +24,8 @@ fn settings(profile: Profile) -> EncoderSettings {
         profile,
         ecs_service_key: DEFAULT_ECS_SERVICE_KEY.to_owned(),
         ecs_extra_prefix: DEFAULT_ECS_EXTRA_PREFIX.to_owned(),
+        redact_fields: Vec::new(),
+        redact_values: Vec::new(),
     }
 }
 

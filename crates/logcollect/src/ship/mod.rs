@@ -434,6 +434,7 @@ impl Shipper {
             l(&inner.reentrant),
         ];
         let mut stats = Stats::from_parts(accepted, &snap, refused, l(&inner.truncated));
+        stats.redacted = inner.encoder.redacted();
         stats.last_error = inner.last_error.lock().ok().and_then(|e| e.clone());
         stats
     }
