@@ -2,7 +2,7 @@
 # The core's modules depend one way (ARCHITECTURE.md, "Layering"):
 #
 #   error, report <- record <- filter <- encode <- uri <- config <- amqp
-#     <- ship <- front <- boot, correlation
+#     <- ship <- front <- boot, correlation, testing
 #
 # A file of crates/logcollect/src may name `crate::<module>` (in a `use` or
 # in code) only for its own module or one at its layer or to the left. Code
@@ -28,7 +28,7 @@ layer_of() {
         amqp) echo 6 ;;
         ship) echo 7 ;;
         front) echo 8 ;;
-        boot | correlation) echo 9 ;;
+        boot | correlation | testing) echo 9 ;;
         *) echo "" ;;
     esac
 }

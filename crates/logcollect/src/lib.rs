@@ -33,6 +33,7 @@
 //! |---|---|---|
 //! | `log` | yes | [`LogcollectLogger`], a `log::Log` |
 //! | `tracing` | yes | [`LogcollectLayer`], a `tracing_subscriber::Layer` |
+//! | `testing` | no | `testing`: capture what code logs as parsed JSON, without a broker |
 //!
 //! MSRV: Rust 1.89 (for `File::try_lock`, which guards the spool directory).
 //!
@@ -78,6 +79,9 @@ pub mod amqp;
 pub mod boot;
 pub mod correlation;
 mod front;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub use config::{
     BatchFormat, Config, ConfigBuilder, DEFAULT_AUTO_DELETE, DEFAULT_BATCH_LINGER,

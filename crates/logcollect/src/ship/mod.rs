@@ -78,6 +78,10 @@ pub(crate) struct Inner {
     reentrant: AtomicU64,
     shut: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set for a capturing shipper (`testing`): records go here instead of
+    /// to a thread and a broker.
+    #[cfg(feature = "testing")]
+    capture: Option<Mutex<Vec<Encoded>>>,
 }
 
 /// A handle to the shipper thread: cheap to clone, shared by the front-ends.
@@ -179,6 +183,8 @@ impl ShipperBuilder {
             reentrant: AtomicU64::new(0),
             shut: AtomicBool::new(false),
             thread: Mutex::new(None),
+            #[cfg(feature = "testing")]
+            capture: None,
         });
         let settings = settings(&config, rand::random());
         let handle = std::thread::Builder::new()
@@ -364,8 +370,54 @@ impl Shipper {
         self.enqueue(w.finish());
     }
 
+    /// A shipper without a thread or a broker that keeps every record it
+    /// accepts, for [`testing`](crate::testing).
+    #[cfg(feature = "testing")]
+    pub(crate) fn capturing(config: Config) -> Shipper {
+        let intake = Arc::new(Intake::new(intake::Limits {
+            max_records: config.queue_capacity,
+            max_bytes: config.queue_max_bytes,
+            wake_batch: wake_batch(&config),
+        }));
+        let (ctrl, _) = mpsc::unbounded_channel();
+        Shipper {
+            inner: Arc::new(Inner {
+                encoder: Encoder::new(&config.encoder_settings()),
+                filter: RwLock::new(config.filter.clone()),
+                config,
+                intake,
+                ctrl,
+                reporter: Arc::new(Reporter::default()),
+                last_error: Arc::new(Mutex::new(None)),
+                truncated: AtomicU64::new(0),
+                reentrant: AtomicU64::new(0),
+                shut: AtomicBool::new(true),
+                thread: Mutex::new(None),
+                capture: Some(Mutex::new(Vec::new())),
+            }),
+        }
+    }
+
+    /// The records a capturing shipper kept so far, taken out.
+    #[cfg(feature = "testing")]
+    pub(crate) fn take_captured(&self) -> Vec<Encoded> {
+        self.inner
+            .capture
+            .as_ref()
+            .map(|c| std::mem::take(&mut *c.lock().unwrap_or_else(PoisonError::into_inner)))
+            .unwrap_or_default()
+    }
+
     /// Hands an encoded record to the shipper thread without blocking.
     fn enqueue(&self, e: Encoded) -> bool {
+        #[cfg(feature = "testing")]
+        if let Some(capture) = &self.inner.capture {
+            capture
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(e);
+            return true;
+        }
         let truncated = e.truncated;
         match self.inner.intake.push(e) {
             Ok(_) => {
