@@ -1,5 +1,6 @@
 //! One-call set-up, mirroring the Python library's `boot` module.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::config::Config;
@@ -82,14 +83,16 @@ fn ship_panic(shipper: &Shipper, info: &std::panic::PanicHookInfo<'_>) {
     let thread_name = thread
         .name()
         .map_or_else(|| format!("{:?}", thread.id()), str::to_owned);
+    // The text the default hook prints, and the backtrace when
+    // `RUST_BACKTRACE` asks for one.
     let mut text = format!("thread '{thread_name}' panicked");
     if let Some(l) = info.location() {
-        text.push_str(&format!(" at {}:{}:{}", l.file(), l.line(), l.column()));
+        let _ = write!(text, " at {}:{}:{}", l.file(), l.line(), l.column());
     }
-    text.push_str(&format!(":\n{message}"));
+    let _ = write!(text, ":\n{message}");
     let backtrace = std::backtrace::Backtrace::capture();
     if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
-        text.push_str(&format!("\nstack backtrace:\n{backtrace}"));
+        let _ = write!(text, "\nstack backtrace:\n{backtrace}");
     }
     let mut record = Record::new(Level::Critical, "panic", message.clone())
         .thread_name(thread_name)
