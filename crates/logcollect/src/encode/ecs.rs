@@ -1,8 +1,8 @@
 //! The ECS profile of the encoder ([`Profile::Ecs`](super::Profile)): the
 //! same [`RecordWriter`] API, but fields are collected while they are visited
-//! and laid out as nested objects in [`finish`]. Our fields are written at
-//! [`start`] (they never share a root with user fields); user fields are
-//! grouped into a small tree at the end.
+//! and laid out as nested objects in [`EcsParts::finish`]. Our fields are
+//! written in the head ([`EcsParts::head`]; they never share a root with user
+//! fields); user fields are grouped into a small tree at the end.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
