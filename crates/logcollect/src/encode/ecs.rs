@@ -7,7 +7,10 @@
 use std::collections::HashMap;
 use std::error::Error as StdError;
 
-use super::json::{cut_to, json_len, push_json_bytes, push_json_str, push_json_truncated, push_u64};
+use super::json::{
+    cut_to, json_len, push_json_bytes, push_json_str, push_json_str_array, push_json_truncated,
+    push_u64,
+};
 use super::keys::{hash_key, sanitize_key};
 use super::time::write_timestamp;
 use super::types::{Kind, TypeTracker};
@@ -235,14 +238,9 @@ impl EcsParts {
             push_json_str(&mut mid, dataset);
             mid.push('}');
         }
-        mid.push_str(",\"tags\":[");
-        for (i, t) in settings.tags.iter().enumerate() {
-            if i > 0 {
-                mid.push(',');
-            }
-            push_json_str(&mut mid, t);
-        }
-        mid.push_str("],\"event\":{");
+        mid.push_str(",\"tags\":");
+        push_json_str_array(&mut mid, &settings.tags);
+        mid.push_str(",\"event\":{");
         if let Some(dataset) = &dataset {
             // ECS: `event.dataset` should equal `data_stream.dataset`.
             mid.push_str("\"dataset\":");

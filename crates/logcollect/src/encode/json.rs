@@ -117,6 +117,18 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.push_str(&String::from_utf8(v).unwrap_or_default());
 }
 
+/// Appends `["a","b",…]`.
+pub(crate) fn push_json_str_array(out: &mut String, items: &[String]) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, item);
+    }
+    out.push(']');
+}
+
 /// Length of `s` once escaped, quotes included.
 pub(crate) fn json_len(s: &str) -> usize {
     let mut v = Vec::new();

@@ -8,7 +8,8 @@ use std::cell::Cell;
 use std::error::Error as StdError;
 
 use super::json::{
-    json_len, push_json_bytes, push_json_content, push_json_str, push_json_truncated, push_u64,
+    json_len, push_json_bytes, push_json_content, push_json_str, push_json_str_array,
+    push_json_truncated, push_u64,
 };
 use super::keys::{hash_key, sanitize_key, RENAMED_KEY_PREFIX};
 use super::time::write_timestamp;
@@ -105,14 +106,8 @@ impl Parts {
             push_json_str(&mut fixed, &settings.host);
         }
         if !has("tags") {
-            fixed.push_str(",\"tags\":[");
-            for (i, t) in settings.tags.iter().enumerate() {
-                if i > 0 {
-                    fixed.push(',');
-                }
-                push_json_str(&mut fixed, t);
-            }
-            fixed.push(']');
+            fixed.push_str(",\"tags\":");
+            push_json_str_array(&mut fixed, &settings.tags);
         }
         if !has("type") {
             fixed.push_str(",\"type\":");
