@@ -8,7 +8,9 @@ use crate::encode::{
 };
 use crate::error::{Error, ErrorKind};
 use crate::filter::Filter;
-use crate::record::{Level, DEFAULT_LEVEL};
+use crate::record::DEFAULT_LEVEL;
+#[cfg(test)]
+use crate::record::Level;
 use crate::uri::{BrokerList, DEFAULT_BROKER_URI};
 
 /// Default exchange name, as the Python library.

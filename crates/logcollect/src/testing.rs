@@ -72,7 +72,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let (_, records) = capture(|| {
                         for n in 0..50u64 {
-                            tracing::info!(i, n, "record");
+                            tracing::info!(target: "app", i, n, "record");
                         }
                     });
                     assert_eq!(records.len(), 50);
@@ -93,7 +93,7 @@ mod tests {
             .build()
             .unwrap();
         let (_, records) = capture_with(config, || {
-            tracing::info!("filtered");
+            tracing::info!(target: "app", "filtered");
             tracing::warn!(target: "app::db", "kept");
         });
         assert_eq!(records.len(), 1);
@@ -109,7 +109,7 @@ mod tests {
             tracing_subscriber::registry().with(LogcollectLayer::new(shipper.clone()));
         let levels = shipper.level_handle();
         tracing::subscriber::with_default(subscriber, || {
-            let debug = |n: u64| tracing::debug!(n, "debug");
+            let debug = |n: u64| tracing::debug!(target: "app", n, "debug");
             debug(1);
             levels.set("debug").unwrap();
             debug(2);

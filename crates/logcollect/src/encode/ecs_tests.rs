@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
-use super::super::{Profile, TYPE_TRACKING_MAX_KEYS};
+use super::super::{Encoder, Location, Profile, TYPE_TRACKING_MAX_KEYS};
 use super::*;
 use crate::config::{Config, ConfigBuilder};
 use crate::record::Record;
