@@ -12,8 +12,8 @@ const WAIT: Duration = Duration::from_secs(30);
 fn a_level_raised_then_lowered_takes_effect_on_the_next_call() {
     let ex = unique("levels");
     let cap = Capture::topic(&ex, "logstash.#");
-    let guard = logcollect::boot::default_config(config(&ex).level("info").build().unwrap())
-        .unwrap();
+    let guard =
+        logcollect::boot::default_config(config(&ex).level("info").build().unwrap()).unwrap();
     let levels = guard.level_handle();
 
     // The same call sites before and after each change: their cached
@@ -36,7 +36,11 @@ fn a_level_raised_then_lowered_takes_effect_on_the_next_call() {
         levels.set("verbose").is_err(),
         "a misspelt level is an error"
     );
-    assert_eq!(levels.get().to_string(), "info,app::db=trace", "and changes nothing");
+    assert_eq!(
+        levels.get().to_string(),
+        "info,app::db=trace",
+        "and changes nothing"
+    );
     emit(500);
 
     guard.shipper().flush(WAIT).unwrap();

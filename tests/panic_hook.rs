@@ -43,7 +43,9 @@ fn a_panicking_thread_is_shipped_as_one_critical_record() {
     );
     assert_eq!(m.routing_key, "logstash.panic");
     // The process went on after the thread's panic.
-    assert!(msgs.iter().any(|m| m.str("message") == "after the thread's panic"));
+    assert!(msgs
+        .iter()
+        .any(|m| m.str("message") == "after the thread's panic"));
     // The default hook still printed the panic.
     assert!(String::from_utf8_lossy(&out.stderr).contains("boom in a thread"));
 }

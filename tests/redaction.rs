@@ -24,9 +24,8 @@ fn log_secrets(shipper: &Shipper) {
             "login"
         );
     });
-    assert!(shipper.submit(
-        &Record::new(Level::Info, "app::auth", "key rotated").field("API_KEY", "k-456")
-    ));
+    assert!(shipper
+        .submit(&Record::new(Level::Info, "app::auth", "key rotated").field("API_KEY", "k-456")));
     shipper.flush(WAIT).unwrap();
 }
 
@@ -42,7 +41,10 @@ fn a_logged_password_arrives_redacted() {
     assert_eq!(login.str("password"), "[redacted]");
     assert_eq!(login.str("header"), "[redacted]");
     assert_eq!(login.str("session_token"), "[redacted]");
-    let rotated = msgs.iter().find(|m| m.str("message") == "key rotated").unwrap();
+    let rotated = msgs
+        .iter()
+        .find(|m| m.str("message") == "key rotated")
+        .unwrap();
     assert_eq!(rotated.str("API_KEY"), "[redacted]");
     for m in &msgs {
         let raw = String::from_utf8_lossy(&m.raw);

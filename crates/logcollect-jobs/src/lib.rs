@@ -518,8 +518,7 @@ mod tests {
     #[test]
     fn task_correlation_id_given_inherited_or_generated() {
         let _d = tracing::subscriber::set_default(tracing_subscriber::registry());
-        let given = TaskInfo::new("t")
-                .correlation_id("c-1");
+        let given = TaskInfo::new("t").correlation_id("c-1");
         let s = task_span(&given);
         assert_eq!(
             s.in_scope(logcollect::correlation::current).as_deref(),

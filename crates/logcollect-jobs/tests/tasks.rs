@@ -42,10 +42,10 @@ impl Rig {
 
 fn info(correlation: &str) -> TaskInfo {
     TaskInfo::new("send_invoice")
-            .id("task-1")
-            .attempt(2)
-            .queue("orders")
-            .correlation_id(correlation)
+        .id("task-1")
+        .attempt(2)
+        .queue("orders")
+        .correlation_id(correlation)
 }
 
 fn assert_task_fields(m: &Msg, correlation: &str) {
@@ -137,8 +137,8 @@ fn task_spans_follow_futures_on_a_multi_thread_runtime() {
         .map(|i| {
             let fut = tracing::dispatcher::with_default(&rig.dispatch, || {
                 let info = TaskInfo::new("fan_out")
-                        .id(format!("t{i}"))
-                        .correlation_id(format!("corr-{i}"));
+                    .id(format!("t{i}"))
+                    .correlation_id(format!("corr-{i}"));
                 in_task(&info, async move {
                     for step in 0..3u64 {
                         tokio::time::sleep(Duration::from_millis(1)).await;

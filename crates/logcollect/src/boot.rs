@@ -246,10 +246,7 @@ pub fn layer(config: Config) -> Result<(LogcollectLayer, ShipperGuard), Error> {
     if shipper.config().panic_hook() {
         install_panic_hook(&shipper);
     }
-    Ok((
-        LogcollectLayer::new(shipper.clone()),
-        shipper.guard(),
-    ))
+    Ok((LogcollectLayer::new(shipper.clone()), shipper.guard()))
 }
 
 /// Installs only the `log` logger for `shipper`.

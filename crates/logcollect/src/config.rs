@@ -8,9 +8,9 @@ use crate::encode::{
 };
 use crate::error::{Error, ErrorKind};
 use crate::filter::Filter;
-use crate::record::DEFAULT_LEVEL;
 #[cfg(test)]
 use crate::record::Level;
+use crate::record::DEFAULT_LEVEL;
 use crate::uri::{BrokerList, DEFAULT_BROKER_URI};
 
 /// Default exchange name, as the Python library.
@@ -1056,12 +1056,24 @@ type EnvApply = fn(&mut ConfigBuilder, &str, Precedence) -> Result<(), &'static 
 /// [`Config`]'s documentation lists them with their settings). Read in this
 /// order, so the first unusable one is the error.
 const ENV_VARS: &[(&str, EnvApply)] = &[
-    ("LOGCOLLECT_BROKER_URI", |b, v, p| put(&mut b.broker_uri, v.to_owned(), p)),
-    ("LOGCOLLECT_EXCHANGE", |b, v, p| put(&mut b.exchange, v.to_owned(), p)),
-    ("LOGCOLLECT_ROUTING_KEY", |b, v, p| put(&mut b.routing_key, v.to_owned(), p)),
-    ("LOGCOLLECT_LEVEL", |b, v, p| put(&mut b.level, v.to_owned(), p)),
-    ("LOGCOLLECT_TYPE", |b, v, p| put(&mut b.type_name, v.to_owned(), p)),
-    ("LOGCOLLECT_HOST", |b, v, p| put(&mut b.host, v.to_owned(), p)),
+    ("LOGCOLLECT_BROKER_URI", |b, v, p| {
+        put(&mut b.broker_uri, v.to_owned(), p)
+    }),
+    ("LOGCOLLECT_EXCHANGE", |b, v, p| {
+        put(&mut b.exchange, v.to_owned(), p)
+    }),
+    ("LOGCOLLECT_ROUTING_KEY", |b, v, p| {
+        put(&mut b.routing_key, v.to_owned(), p)
+    }),
+    ("LOGCOLLECT_LEVEL", |b, v, p| {
+        put(&mut b.level, v.to_owned(), p)
+    }),
+    ("LOGCOLLECT_TYPE", |b, v, p| {
+        put(&mut b.type_name, v.to_owned(), p)
+    }),
+    ("LOGCOLLECT_HOST", |b, v, p| {
+        put(&mut b.host, v.to_owned(), p)
+    }),
     ("LOGCOLLECT_ECS_SERVICE_KEY", |b, v, p| {
         put(&mut b.ecs_service_key, v.to_owned(), p)
     }),
@@ -1072,14 +1084,18 @@ const ENV_VARS: &[(&str, EnvApply)] = &[
         let profile = v.parse().map_err(|_| "logcollect or ecs")?;
         put(&mut b.profile, profile, p)
     }),
-    ("LOGCOLLECT_DURABLE", |b, v, p| put(&mut b.durable, parse_bool(v)?, p)),
+    ("LOGCOLLECT_DURABLE", |b, v, p| {
+        put(&mut b.durable, parse_bool(v)?, p)
+    }),
     ("LOGCOLLECT_AUTO_DELETE", |b, v, p| {
         put(&mut b.auto_delete, parse_bool(v)?, p)
     }),
     ("LOGCOLLECT_ACTIVITY_IDENTITY", |b, v, p| {
         put(&mut b.activity_identity, parse_pairs(v)?, p)
     }),
-    ("LOGCOLLECT_TAGS", |b, v, p| put(&mut b.tags, parse_list(v), p)),
+    ("LOGCOLLECT_TAGS", |b, v, p| {
+        put(&mut b.tags, parse_list(v), p)
+    }),
     ("LOGCOLLECT_QUEUE_CAPACITY", |b, v, p| {
         put(&mut b.queue_capacity, parse_num(v)?, p)
     }),
@@ -1089,7 +1105,9 @@ const ENV_VARS: &[(&str, EnvApply)] = &[
     ("LOGCOLLECT_CONFIRM_WINDOW", |b, v, p| {
         put(&mut b.confirm_window, parse_num(v)?, p)
     }),
-    ("LOGCOLLECT_SPOOL_DIR", |b, v, p| put(&mut b.spool_dir, v.into(), p)),
+    ("LOGCOLLECT_SPOOL_DIR", |b, v, p| {
+        put(&mut b.spool_dir, v.into(), p)
+    }),
     ("LOGCOLLECT_BATCH", |b, v, p| {
         put(&mut b.records_per_message, parse_num(v)?, p)
     }),
@@ -1101,16 +1119,24 @@ const ENV_VARS: &[(&str, EnvApply)] = &[
         let format = v.parse().map_err(|_| "json or json_lines")?;
         put(&mut b.batch_format, format, p)
     }),
-    ("LOGCOLLECT_TLS_CA_FILE", |b, v, p| put(&mut b.tls_ca_file, v.into(), p)),
-    ("LOGCOLLECT_TLS_CERT_FILE", |b, v, p| put(&mut b.tls_cert_file, v.into(), p)),
-    ("LOGCOLLECT_TLS_KEY_FILE", |b, v, p| put(&mut b.tls_key_file, v.into(), p)),
+    ("LOGCOLLECT_TLS_CA_FILE", |b, v, p| {
+        put(&mut b.tls_ca_file, v.into(), p)
+    }),
+    ("LOGCOLLECT_TLS_CERT_FILE", |b, v, p| {
+        put(&mut b.tls_cert_file, v.into(), p)
+    }),
+    ("LOGCOLLECT_TLS_KEY_FILE", |b, v, p| {
+        put(&mut b.tls_key_file, v.into(), p)
+    }),
     ("LOGCOLLECT_SPOOL_MAX_BYTES", |b, v, p| {
         put(&mut b.spool_max_bytes, parse_num(v)? as u64, p)
     }),
     ("LOGCOLLECT_QUEUE_MAX_BYTES", |b, v, p| {
         put(&mut b.queue_max_bytes, parse_num(v)?, p)
     }),
-    ("LOGCOLLECT_HEARTBEAT", |b, v, p| put(&mut b.heartbeat, parse_secs(v)?, p)),
+    ("LOGCOLLECT_HEARTBEAT", |b, v, p| {
+        put(&mut b.heartbeat, parse_secs(v)?, p)
+    }),
     ("LOGCOLLECT_LIVENESS_TIMEOUT", |b, v, p| {
         put(&mut b.liveness_timeout, parse_secs(v)?, p)
     }),

@@ -74,7 +74,6 @@ impl FromStr for Level {
     }
 }
 
-
 /// A structured field value.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

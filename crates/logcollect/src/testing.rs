@@ -105,8 +105,7 @@ mod tests {
     fn a_level_handle_changes_the_next_call() {
         let config = Config::builder().level("info").build().unwrap();
         let shipper = Shipper::capturing(config);
-        let subscriber =
-            tracing_subscriber::registry().with(LogcollectLayer::new(shipper.clone()));
+        let subscriber = tracing_subscriber::registry().with(LogcollectLayer::new(shipper.clone()));
         let levels = shipper.level_handle();
         tracing::subscriber::with_default(subscriber, || {
             let debug = |n: u64| tracing::debug!(target: "app", n, "debug");

@@ -14,9 +14,7 @@ use super::json::{
 use super::keys::{hash_key, sanitize_key};
 use super::time::write_timestamp;
 use super::types::{Kind, TypeTracker};
-use super::{
-    cut, error_text, Encoded, EncoderSettings, Head, RecordWriter, Scratch, SCRATCH,
-};
+use super::{cut, error_text, Encoded, EncoderSettings, Head, RecordWriter, Scratch, SCRATCH};
 use crate::record::{ExceptionInfo, Level};
 
 /// The ECS version the records declare in `ecs.version`.
@@ -334,7 +332,12 @@ impl EcsParts {
 
     /// The first error of a record fills `error.*` (its field name is
     /// `error.type`); later ones are ordinary string fields.
-    pub(crate) fn error(&self, w: &mut RecordWriter<'_>, key: &str, err: &(dyn StdError + 'static)) {
+    pub(crate) fn error(
+        &self,
+        w: &mut RecordWriter<'_>,
+        key: &str,
+        err: &(dyn StdError + 'static),
+    ) {
         if w.ecs_error.is_none() {
             let (text, msg_len, chain) = error_text(err);
             w.scratch().exc = text;

@@ -271,4 +271,3 @@ fn push_members(
     }
     buf.push(b'}');
 }
-

@@ -311,7 +311,12 @@ impl Parts {
     /// An error field: its message as the value; the first error of a record
     /// also fills `exc_info` (message and `Caused by:` chain, like a
     /// traceback) and `error_chain` (the sources' messages).
-    pub(crate) fn error(&self, w: &mut RecordWriter<'_>, key: &str, err: &(dyn StdError + 'static)) {
+    pub(crate) fn error(
+        &self,
+        w: &mut RecordWriter<'_>,
+        key: &str,
+        err: &(dyn StdError + 'static),
+    ) {
         w.display(key, format_args!("{err}"));
         if !w.error_chain.is_empty() || !w.scratch().exc.is_empty() {
             return;
@@ -393,11 +398,7 @@ impl Parts {
         let chain_need = if s.exc.is_empty() {
             0
         } else {
-            w.error_chain
-                .iter()
-                .map(|m| json_len(m) + 1)
-                .sum::<usize>()
-                + 20
+            w.error_chain.iter().map(|m| json_len(m) + 1).sum::<usize>() + 20
         };
         let exc_len = exc_need + chain_need;
         // The message keeps at least half the room when it is large; exc_info

@@ -839,9 +839,6 @@ fn error_text(err: &(dyn StdError + 'static)) -> (String, usize, Vec<String>) {
     (text, msg_len, chain)
 }
 
-
-
-
 /// Appends this thread's name as a JSON string (cached per thread).
 fn push_thread_name(buf: &mut Vec<u8>) {
     let cached = THREAD_NAME.try_with(|n| {
@@ -863,10 +860,6 @@ fn thread_name_json() -> String {
     }
     s
 }
-
-
-
-
 
 /// `s` cut to [`MAX_HEAD_STR`] bytes on a character boundary.
 fn cut(s: &str) -> &str {

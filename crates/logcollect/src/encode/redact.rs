@@ -93,9 +93,10 @@ impl Redactor {
         }
         let last = key.rsplit('.').next().unwrap_or(key);
         let ci = |a: &[u8], b: &[u8]| a.eq_ignore_ascii_case(b);
-        self.fields
-            .iter()
-            .any(|g| g.matches(key.as_bytes(), ci) || (last.len() < key.len() && g.matches(last.as_bytes(), ci)))
+        self.fields.iter().any(|g| {
+            g.matches(key.as_bytes(), ci)
+                || (last.len() < key.len() && g.matches(last.as_bytes(), ci))
+        })
     }
 
     /// Whether a value written as JSON (`json`) is redacted: a string whose
@@ -135,7 +136,14 @@ mod tests {
         ] {
             assert!(red.field(yes), "{yes}");
         }
-        for no in ["passwords", "token", "my_password_hint", "x_z", "", "http.password.len"] {
+        for no in [
+            "passwords",
+            "token",
+            "my_password_hint",
+            "x_z",
+            "",
+            "http.password.len",
+        ] {
             assert!(!red.field(no), "{no}");
         }
     }
@@ -148,7 +156,10 @@ mod tests {
         assert!(!red.value(br#""the Bearer abc""#));
         assert!(red.value(br#""a \"secret\" here""#));
         assert!(!red.value(b"42"), "only strings");
-        assert!(!red.value(br#""Bearer""#), "the space is part of the pattern");
+        assert!(
+            !red.value(br#""Bearer""#),
+            "the space is part of the pattern"
+        );
     }
 
     #[test]
@@ -188,15 +199,29 @@ mod tests {
         fn secret_key() -> impl Strategy<Value = String> {
             (
                 prop::sample::select(vec![
-                    "password", "passwd", "db_password", "secret", "client_secret", "token",
-                    "access_token", "api_key", "apikey", "authorization", "cookie",
-                    "private_key", "credentials",
+                    "password",
+                    "passwd",
+                    "db_password",
+                    "secret",
+                    "client_secret",
+                    "token",
+                    "access_token",
+                    "api_key",
+                    "apikey",
+                    "authorization",
+                    "cookie",
+                    "private_key",
+                    "credentials",
                 ]),
                 any::<bool>(),
                 prop::option::of("[a-z]{1,6}"),
             )
                 .prop_map(|(name, upper, prefix)| {
-                    let name = if upper { name.to_ascii_uppercase() } else { name.to_owned() };
+                    let name = if upper {
+                        name.to_ascii_uppercase()
+                    } else {
+                        name.to_owned()
+                    };
                     match prefix {
                         Some(p) => format!("{p}.{name}"),
                         None => name,

@@ -55,7 +55,9 @@ fn text(e: &Encoded) -> &str {
 #[test]
 fn logcollect_record_byte_for_byte() {
     let enc = Encoder::new(&settings(Profile::Logcollect));
-    let out = enc.encode(&record(), stamp(MICROS)).expect("not re-entrant");
+    let out = enc
+        .encode(&record(), stamp(MICROS))
+        .expect("not re-entrant");
     assert_eq!(
         text(&out),
         concat!(
@@ -71,14 +73,18 @@ fn logcollect_record_byte_for_byte() {
     assert_eq!(out.routing_key, "logstash.app.db");
     assert!(!out.truncated);
     // The same tick again counts `seq` up; nothing else changes.
-    let again = enc.encode(&record(), stamp(MICROS)).expect("not re-entrant");
+    let again = enc
+        .encode(&record(), stamp(MICROS))
+        .expect("not re-entrant");
     assert_eq!(text(&again), text(&out).replace("\"seq\":1", "\"seq\":2"));
 }
 
 #[test]
 fn ecs_record_byte_for_byte() {
     let enc = Encoder::new(&settings(Profile::Ecs));
-    let out = enc.encode(&record(), stamp(MICROS)).expect("not re-entrant");
+    let out = enc
+        .encode(&record(), stamp(MICROS))
+        .expect("not re-entrant");
     assert_eq!(
         text(&out),
         concat!(

@@ -10,8 +10,8 @@ use super::*;
 
 use crate::config::{Config, ConfigBuilder};
 use proptest::prelude::*;
-use std::time::SystemTime;
 use serde_json::{Map, Value};
+use std::time::SystemTime;
 
 /// The recorded Python output, kept at the workspace root
 /// (`tests/fixtures/python-0.14/README.md` says how it was recorded).

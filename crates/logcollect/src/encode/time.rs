@@ -65,4 +65,3 @@ pub(crate) fn civil(secs: u64) -> [u8; 19] {
     put(&mut out[17..19], sod % 60, 2);
     out
 }
-
