@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 echo "== nothing tracked refers to a path outside the repository"
 bash scripts/check-self-contained.sh
+echo "== the core's modules depend one way (ARCHITECTURE.md)"
+bash scripts/check-layers.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

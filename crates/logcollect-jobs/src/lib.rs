@@ -17,13 +17,11 @@
 //! let _guard = logcollect_jobs::boot(logcollect_jobs::config_from_env()?, Collect::TasksOnly)?;
 //! tracing::info!("worker started"); // outside any task: not shipped
 //!
-//! let info = TaskInfo {
-//!     id: Some("42".into()),
-//!     attempt: Some(1),
-//!     queue: Some("orders".into()),
-//!     correlation_id: Some("order-42".into()), // e.g. read from the message
-//!     ..TaskInfo::new("send_invoice")
-//! };
+//! let info = TaskInfo::new("send_invoice")
+//!     .id("42")
+//!     .attempt(1)
+//!     .queue("orders")
+//!     .correlation_id("order-42"); // e.g. read from the message
 //! logcollect_jobs::in_task(&info, async {
 //!     tracing::info!("invoice sent"); // task_name, task_id, … correlation_id = "order-42"
 //!     log::info!("so is this one");   // `log` records too (task fields and correlation_id)
@@ -102,7 +100,7 @@ use tracing::instrument::Instrumented;
 use tracing::subscriber::Interest;
 use tracing::{Event, Instrument as _, Metadata, Subscriber};
 use tracing_subscriber::filter::Filtered;
-use tracing_subscriber::layer::{Context, Filter, Layer as _, SubscriberExt as _};
+use tracing_subscriber::layer::{Context, Filter, Layer as _};
 use tracing_subscriber::registry::LookupSpan;
 
 #[cfg(feature = "apalis")]
@@ -162,14 +160,16 @@ fn config_from(get: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
 /// What a task span says about the task. Fill what your runner knows:
 ///
 /// ```
-/// let info = logcollect_jobs::TaskInfo {
-///     id: Some("7f3c".into()),
-///     attempt: Some(2),
-///     ..logcollect_jobs::TaskInfo::new("resize_image")
-/// };
+/// let info = logcollect_jobs::TaskInfo::new("resize_image")
+///     .id("7f3c")
+///     .attempt(2);
 /// assert_eq!(info.name, "resize_image");
 /// ```
+///
+/// New fields may come in a minor release (`#[non_exhaustive]`): build it
+/// with [`TaskInfo::new`] and the setters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TaskInfo {
     /// The task's name (`task_name`), e.g. `send_invoice` or `app.tasks.add`.
     pub name: String,
@@ -191,6 +191,34 @@ impl TaskInfo {
             name: name.into(),
             ..TaskInfo::default()
         }
+    }
+
+    /// Sets the task's id.
+    #[must_use]
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Sets the attempt, 1 for the first run.
+    #[must_use]
+    pub fn attempt(mut self, attempt: u64) -> Self {
+        self.attempt = Some(attempt);
+        self
+    }
+
+    /// Sets the queue the task came from.
+    #[must_use]
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Sets the correlation id the task runs under.
+    #[must_use]
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
     }
 }
 
@@ -427,17 +455,11 @@ pub fn boot(config: Config, collect: Collect) -> Result<ShipperGuard, Error> {
 /// Installs [`boot`]'s global subscriber and `log` logger for an existing
 /// shipper.
 pub fn install(shipper: &Shipper, collect: Collect) -> Result<(), Error> {
-    let subscriber = tracing_subscriber::registry().with(task_layer(shipper, collect));
-    if tracing::subscriber::set_global_default(subscriber).is_err() {
-        return Err(already_installed(shipper));
-    }
     let logger = TaskLogger::new(shipper.clone(), collect);
-    let max = logger.inner.max_level();
-    match log::set_boxed_logger(Box::new(logger)) {
-        Ok(()) => log::set_max_level(max),
-        Err(_) => eprintln!(
-            "[logcollect] a `log` logger is already installed: `log` records reach logcollect only if that logger forwards them to tracing (tracing_log::LogTracer)"
-        ),
+    let max = logger.max_level();
+    logcollect::boot::install_with(task_layer(shipper, collect), logger, max)?;
+    if shipper.config().panic_hook() {
+        logcollect::boot::install_panic_hook(shipper);
     }
     Ok(())
 }
@@ -544,17 +566,6 @@ impl log::Log for TaskLogger {
     }
 }
 
-/// The error for "a global subscriber is already set". `logcollect::Error`
-/// has no public constructor, so ask the core's own installer, which fails
-/// with exactly this error when a global subscriber exists (it tries the
-/// subscriber first and returns before touching `log`).
-fn already_installed(shipper: &Shipper) -> Error {
-    match logcollect::boot::install(shipper) {
-        Err(e) => e,
-        Ok(()) => unreachable!("a global tracing subscriber can be set only once"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,10 +616,7 @@ mod tests {
     #[test]
     fn task_correlation_id_given_inherited_or_generated() {
         let _d = tracing::subscriber::set_default(tracing_subscriber::registry());
-        let given = TaskInfo {
-            correlation_id: Some("c-1".into()),
-            ..TaskInfo::new("t")
-        };
+        let given = TaskInfo::new("t").correlation_id("c-1");
         let s = task_span(&given);
         assert_eq!(
             s.in_scope(logcollect::correlation::current).as_deref(),

@@ -22,12 +22,10 @@ fn only_records_inside_tasks_are_shipped_log_records_included() {
 
     tracing::info!(target: "app::main", "tracing outside: not shipped");
     log::info!(target: "app::main", "log outside: not shipped");
-    let info = TaskInfo {
-        id: Some("t-1".into()),
-        queue: Some("q".into()),
-        correlation_id: Some("corr-boot".into()),
-        ..TaskInfo::new("nightly")
-    };
+    let info = TaskInfo::new("nightly")
+        .id("t-1")
+        .queue("q")
+        .correlation_id("corr-boot");
     task_span(&info).in_scope(|| {
         tracing::info!(target: "app::jobs", n = 1u64, "tracing inside");
         log::warn!(target: "app::jobs::legacy", n = 2; "log inside");

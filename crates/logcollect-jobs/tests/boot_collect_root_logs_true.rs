@@ -23,11 +23,7 @@ fn every_record_is_shipped_and_task_records_carry_task_fields() {
         .enable_all()
         .build()
         .unwrap();
-    let info = TaskInfo {
-        id: Some("t-2".into()),
-        attempt: Some(1),
-        ..TaskInfo::new("hourly")
-    };
+    let info = TaskInfo::new("hourly").id("t-2").attempt(1);
     let task = rt.spawn(in_task(&info, async {
         tokio::time::sleep(Duration::from_millis(1)).await;
         tracing::info!(target: "app::jobs", n = 3u64, "tracing inside");

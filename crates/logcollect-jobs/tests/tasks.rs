@@ -41,13 +41,11 @@ impl Rig {
 }
 
 fn info(correlation: &str) -> TaskInfo {
-    TaskInfo {
-        id: Some("task-1".into()),
-        attempt: Some(2),
-        queue: Some("orders".into()),
-        correlation_id: Some(correlation.into()),
-        ..TaskInfo::new("send_invoice")
-    }
+    TaskInfo::new("send_invoice")
+        .id("task-1")
+        .attempt(2)
+        .queue("orders")
+        .correlation_id(correlation)
 }
 
 fn assert_task_fields(m: &Msg, correlation: &str) {
@@ -138,11 +136,9 @@ fn task_spans_follow_futures_on_a_multi_thread_runtime() {
     let handles: Vec<_> = (0..TASKS)
         .map(|i| {
             let fut = tracing::dispatcher::with_default(&rig.dispatch, || {
-                let info = TaskInfo {
-                    id: Some(format!("t{i}")),
-                    correlation_id: Some(format!("corr-{i}")),
-                    ..TaskInfo::new("fan_out")
-                };
+                let info = TaskInfo::new("fan_out")
+                    .id(format!("t{i}"))
+                    .correlation_id(format!("corr-{i}"));
                 in_task(&info, async move {
                     for step in 0..3u64 {
                         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -343,11 +343,8 @@ impl Shipper {
                 }
             }
         }
-        r.exception = exception.map(|(type_name, message, text, chain)| ExceptionInfo {
-            type_name,
-            message,
-            text,
-            chain,
+        r.exception = exception.map(|(type_name, message, text, chain)| {
+            ExceptionInfo::new(type_name, message, text).chain(chain)
         });
         Ok(r)
     }

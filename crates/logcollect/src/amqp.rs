@@ -13,7 +13,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use crate::config::Config;
-use crate::encode::Encoder;
+use crate::encode::{Encoder, Stamp};
 use crate::record::Record;
 use crate::uri::BrokerUri;
 
@@ -329,7 +329,7 @@ pub struct EncodedRecord {
 /// only when called from inside another record's encoding on this thread
 /// (a `Display` impl that logs), as for the front-ends.
 pub fn encode_record(config: &Config, record: &Record) -> Option<EncodedRecord> {
-    let encoded = Encoder::new(config).encode_record(record)?;
+    let encoded = Encoder::new(&config.encoder_settings()).encode(record, Stamp::now())?;
     Some(EncodedRecord {
         id: encoded.id,
         routing_key: encoded.routing_key,
@@ -342,7 +342,7 @@ pub fn encode_record(config: &Config, record: &Record) -> Option<EncodedRecord> 
 /// `.`, `root` for an empty logger, cut to AMQP's 255 bytes on a character
 /// boundary: the key the shipper publishes with.
 pub fn routing_key(config: &Config, logger: &str) -> String {
-    Encoder::new(config).routing_key(logger)
+    Encoder::new(&config.encoder_settings()).routing_key(logger)
 }
 
 /// The properties of a message the shipper publishes: JSON, the record id
@@ -365,7 +365,7 @@ pub fn message_properties(config: &Config, message_id: &uuid::Uuid) -> BasicProp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filter::Level;
+    use crate::record::Level;
     use crate::Profile;
 
     fn config(profile: Profile) -> Config {

@@ -1,9 +1,17 @@
 //! One-call set-up, mirroring the Python library's `boot` module.
 
+use std::fmt::Write as _;
+use std::time::Duration;
+
 use crate::config::Config;
 use crate::error::Error;
 #[cfg(any(feature = "log", feature = "tracing"))]
 use crate::error::ErrorKind;
+#[cfg(feature = "log")]
+use crate::front::log::LogcollectLogger;
+#[cfg(feature = "tracing")]
+use crate::front::tracing::LogcollectLayer;
+use crate::record::{ExceptionInfo, Level, Record};
 use crate::ship::{Shipper, ShipperGuard};
 
 /// Starts a shipper for `config` and installs the front-ends on the root:
@@ -12,7 +20,9 @@ use crate::ship::{Shipper, ShipperGuard};
 /// and stops the shipper when dropped; keep it alive until the end of `main`.
 ///
 /// Never waits for the broker: a broker that is down is reported on stderr
-/// and in [`Stats`](crate::Stats), and records wait in the queue.
+/// and in [`Stats`](crate::Stats), and records wait in the queue. Unless the
+/// configuration's `panic_hook` is off, panics are shipped as `CRITICAL`
+/// records ([`install_panic_hook`]).
 ///
 /// Errors: [`ErrorKind::AlreadyInstalled`] when a global `tracing`
 /// subscriber is already set (build your own registry with [`layer`]
@@ -36,9 +46,80 @@ pub fn default_config(config: Config) -> Result<ShipperGuard, Error> {
     Ok(shipper.guard())
 }
 
-/// [`default_config`] that panics on error: the shortcut for `main`.
+/// How long the panic hook waits for the broker to confirm the panic's
+/// record (and those before it): a healthy broker confirms in milliseconds;
+/// a process about to die must not hang on a broker that is away (the record
+/// then waits in the spool, if there is one).
+pub const PANIC_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Installs a panic hook that ships every panic as a `CRITICAL` record of
+/// logger `panic` (message, location, thread, and the backtrace when
+/// `RUST_BACKTRACE` enables one), waits up to [`PANIC_FLUSH_TIMEOUT`] for the
+/// broker, then calls the hook that was installed before (by default the
+/// one that prints the panic on stderr). The boot helpers call it when the
+/// configuration's `panic_hook` is on (the default).
+///
+/// A panic on the shipper thread itself is not shipped (it could never be).
+pub fn install_panic_hook(shipper: &Shipper) {
+    let shipper = shipper.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        ship_panic(&shipper, info);
+        previous(info);
+    }));
+}
+
+fn ship_panic(shipper: &Shipper, info: &std::panic::PanicHookInfo<'_>) {
+    if crate::ship::suppressed() {
+        return;
+    }
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "Box<dyn Any>".to_owned());
+    let thread = std::thread::current();
+    let thread_name = thread
+        .name()
+        .map_or_else(|| format!("{:?}", thread.id()), str::to_owned);
+    // The text the default hook prints, and the backtrace when
+    // `RUST_BACKTRACE` asks for one.
+    let mut text = format!("thread '{thread_name}' panicked");
+    if let Some(l) = info.location() {
+        let _ = write!(text, " at {}:{}:{}", l.file(), l.line(), l.column());
+    }
+    let _ = write!(text, ":\n{message}");
+    let backtrace = std::backtrace::Backtrace::capture();
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        let _ = write!(text, "\nstack backtrace:\n{backtrace}");
+    }
+    let mut record = Record::new(Level::Critical, "panic", message.clone())
+        .thread_name(thread_name)
+        .exception(ExceptionInfo::new("panic", message, text));
+    if let Some(l) = info.location() {
+        record = record.file(l.file()).line(l.line());
+    }
+    if shipper.submit(&record) {
+        let _ = shipper.flush(PANIC_FLUSH_TIMEOUT);
+    }
+}
+
+/// The same as [`default_config`] under the name Rust's logging crates use
+/// (`tracing_subscriber`'s `try_init`): returns the error instead of
+/// panicking.
+///
+/// ```no_run
+/// let _guard = logcollect::boot::try_init(logcollect::Config::from_env()?)?;
+/// # Ok::<(), logcollect::Error>(())
+/// ```
+pub fn try_init(config: Config) -> Result<ShipperGuard, Error> {
+    default_config(config)
+}
+
+/// [`try_init`] that panics on error: the shortcut for `main`.
 pub fn init(config: Config) -> ShipperGuard {
-    match default_config(config) {
+    match try_init(config) {
         Ok(guard) => guard,
         Err(e) => panic!("logcollect::boot::init failed: {e}"),
     }
@@ -52,42 +133,90 @@ pub fn init(config: Config) -> ShipperGuard {
 pub fn install(shipper: &Shipper) -> Result<(), Error> {
     #[cfg(feature = "tracing")]
     {
-        use tracing_subscriber::layer::SubscriberExt as _;
         use tracing_subscriber::Layer as _;
-        let filter = filter_for(shipper);
-        let subscriber = tracing_subscriber::registry()
-            .with(crate::LogcollectLayer::prefiltered(shipper.clone()).with_filter(filter));
-        tracing::subscriber::set_global_default(subscriber).map_err(|e| {
-            Error::with_source(
-                ErrorKind::AlreadyInstalled,
-                "a global tracing subscriber is already set; add `logcollect::boot::layer()` to your own registry instead",
-                e,
-            )
-        })?;
+        let layer = LogcollectLayer::prefiltered(shipper.clone()).with_filter(filter_for(shipper));
+        set_subscriber(layer)?;
     }
     #[cfg(feature = "log")]
     {
-        let logger = crate::LogcollectLogger::new(shipper.clone());
+        let logger = LogcollectLogger::new(shipper.clone());
         let max = logger.max_level();
-        match log::set_boxed_logger(Box::new(logger)) {
-            Ok(()) => log::set_max_level(max),
-            Err(_) => crate::report::eprint_line(
-                "a `log` logger is already installed: `log` records reach logcollect only if that logger forwards them to tracing (tracing_log::LogTracer)",
-            ),
-        }
+        set_logger(logger, max);
+    }
+    if shipper.config().panic_hook() {
+        install_panic_hook(shipper);
     }
     Ok(())
+}
+
+/// Installs `layer` on a `tracing_subscriber` registry as the global
+/// `tracing` subscriber and `logger` as the `log` logger (with `max_level`
+/// for `log::set_max_level`): the path every boot helper takes, for
+/// integrations that bring their own layer and logger (`logcollect-jobs`
+/// installs its task filter and task logger through it).
+///
+/// Errors: [`ErrorKind::AlreadyInstalled`] when a global `tracing`
+/// subscriber is already set; nothing is installed then. When a `log`
+/// logger is already installed, `log` records are left to it and a notice
+/// says so on stderr.
+#[cfg(all(feature = "log", feature = "tracing"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "log", feature = "tracing"))))]
+pub fn install_with<L>(
+    layer: L,
+    logger: impl log::Log + 'static,
+    max_level: log::LevelFilter,
+) -> Result<(), Error>
+where
+    L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+{
+    set_subscriber(layer)?;
+    set_logger(logger, max_level);
+    Ok(())
+}
+
+/// Sets `layer` on a registry as the global `tracing` subscriber.
+#[cfg(feature = "tracing")]
+fn set_subscriber<L>(layer: L) -> Result<(), Error>
+where
+    L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::set_global_default(subscriber).map_err(|e| {
+        Error::with_source(
+            ErrorKind::AlreadyInstalled,
+            "a global tracing subscriber is already set; add `logcollect::boot::layer()` to your own registry instead",
+            e,
+        )
+    })
+}
+
+/// Sets `logger` as the `log` logger, or says on stderr why `log` records
+/// are left to the one already installed.
+#[cfg(feature = "log")]
+fn set_logger(logger: impl log::Log + 'static, max_level: log::LevelFilter) {
+    match log::set_boxed_logger(Box::new(logger)) {
+        Ok(()) => {
+            log::set_max_level(max_level);
+            crate::front::log_logger_installed();
+        }
+        Err(_) => crate::report::eprint_line(
+            "a `log` logger is already installed: `log` records reach logcollect only if that logger forwards them to tracing (tracing_log::LogTracer)",
+        ),
+    }
 }
 
 /// The per-layer filter applying the configured levels and ignored targets,
 /// so other layers of the same registry are not affected.
 #[cfg(feature = "tracing")]
 fn filter_for<S>(shipper: &Shipper) -> impl tracing_subscriber::layer::Filter<S> {
-    let config = shipper.config().clone();
+    let shipper = shipper.clone();
+    // Asked once per call site (the answer is cached until a level handle
+    // rebuilds the cache), so reading the live filter costs nothing per event.
     tracing_subscriber::filter::filter_fn(move |meta| {
         // Spans pass, so their fields are recorded for the events inside them.
         meta.is_span()
-            || config.wants(meta.target(), crate::front::tracing::level(meta.level()))
+            || shipper.wants(meta.target(), crate::front::tracing::level(meta.level()))
             // `log` records bridged by LogTracer carry target "log" here; the
             // layer filters them on their real target.
             || meta.target() == "log"
@@ -112,19 +241,19 @@ fn filter_for<S>(shipper: &Shipper) -> impl tracing_subscriber::layer::Filter<S>
 /// too, install `tracing_log::LogTracer` (or call [`install_log`]).
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
-pub fn layer(config: Config) -> Result<(crate::LogcollectLayer, ShipperGuard), Error> {
+pub fn layer(config: Config) -> Result<(LogcollectLayer, ShipperGuard), Error> {
     let shipper = Shipper::new(config)?;
-    Ok((
-        crate::LogcollectLayer::new(shipper.clone()),
-        shipper.guard(),
-    ))
+    if shipper.config().panic_hook() {
+        install_panic_hook(&shipper);
+    }
+    Ok((LogcollectLayer::new(shipper.clone()), shipper.guard()))
 }
 
 /// Installs only the `log` logger for `shipper`.
 #[cfg(feature = "log")]
 #[cfg_attr(docsrs, doc(cfg(feature = "log")))]
 pub fn install_log(shipper: &Shipper) -> Result<(), Error> {
-    let logger = crate::LogcollectLogger::new(shipper.clone());
+    let logger = LogcollectLogger::new(shipper.clone());
     let max = logger.max_level();
     log::set_boxed_logger(Box::new(logger)).map_err(|e| {
         Error::with_source(
@@ -134,5 +263,6 @@ pub fn install_log(shipper: &Shipper) -> Result<(), Error> {
         )
     })?;
     log::set_max_level(max);
+    crate::front::log_logger_installed();
     Ok(())
 }

@@ -3,9 +3,14 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::encode::{Profile, DEFAULT_ECS_EXTRA_PREFIX, DEFAULT_ECS_SERVICE_KEY, RECORD_ID_FIELD};
+use crate::encode::{
+    EncoderSettings, Profile, DEFAULT_ECS_EXTRA_PREFIX, DEFAULT_ECS_SERVICE_KEY, RECORD_ID_FIELD,
+};
 use crate::error::{Error, ErrorKind};
-use crate::filter::{Filter, Level};
+use crate::filter::Filter;
+#[cfg(test)]
+use crate::record::Level;
+use crate::record::DEFAULT_LEVEL;
 use crate::uri::{BrokerList, DEFAULT_BROKER_URI};
 
 /// Default exchange name, as the Python library.
@@ -16,10 +21,6 @@ pub const DEFAULT_ROUTING_KEY: &str = "logstash";
 pub const DEFAULT_DURABLE: bool = false;
 /// Default exchange `auto_delete`.
 pub const DEFAULT_AUTO_DELETE: bool = false;
-/// Default minimum level. Python's `default_config` ships DEBUG; Rust
-/// dependencies (hyper, h2, tower…) log heavily at DEBUG, so we start at INFO
-/// and let `level` (or `LOGCOLLECT_LEVEL`) lower it.
-pub const DEFAULT_LEVEL: Level = Level::Info;
 /// Default bound of the in-memory queue, in records. At the default 1 MiB
 /// record cap a full queue is bounded; typical records (300 B) use ~20 MiB.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
@@ -95,6 +96,36 @@ impl std::str::FromStr for BatchFormat {
     }
 }
 
+/// Default `panic_hook`: boot installs a hook that ships a `CRITICAL`
+/// record for every panic.
+pub const DEFAULT_PANIC_HOOK: bool = true;
+/// Default `redaction`: on.
+pub const DEFAULT_REDACTION: bool = true;
+/// Default `redact_fields`: field names whose values are never sent (`*`
+/// matches any run of characters; names compare without regard to ASCII
+/// case, whole or by their last `.`-separated part).
+pub const DEFAULT_REDACT_FIELDS: &[&str] = &[
+    "password",
+    "passwd",
+    "*_password",
+    "secret",
+    "*_secret",
+    "token",
+    "*_token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "private_key",
+    "credentials",
+];
+/// Default `redact_values`: string values that are never sent, whatever
+/// their field (`*` matches any run of characters; case matters): HTTP
+/// credentials.
+pub const DEFAULT_REDACT_VALUES: &[&str] = &["Bearer *", "Basic *"];
+
 /// Default Logstash `type` field.
 pub const DEFAULT_TYPE: &str = "Logstash";
 /// Targets whose records are never shipped by default: our own crate and the
@@ -152,6 +183,10 @@ pub const DEFAULT_IGNORED_TARGETS: &[&str] = &[
 /// | `profile` | [`Profile::Logcollect`] | `LOGCOLLECT_PROFILE` (`logcollect`, `ecs`) |
 /// | `ecs_service_key` | [`DEFAULT_ECS_SERVICE_KEY`] (`application`) | `LOGCOLLECT_ECS_SERVICE_KEY` |
 /// | `ecs_extra_prefix` | [`DEFAULT_ECS_EXTRA_PREFIX`] (`extra`) | `LOGCOLLECT_ECS_EXTRA_PREFIX` |
+/// | `panic_hook` | [`DEFAULT_PANIC_HOOK`] (`true`: boot ships panics as `CRITICAL` records) | `LOGCOLLECT_PANIC_HOOK` |
+/// | `redaction` | [`DEFAULT_REDACTION`] (`true`) | `LOGCOLLECT_REDACTION` |
+/// | `redact_fields` | [`DEFAULT_REDACT_FIELDS`] (`password`, `*_token`, `authorization`…) | `LOGCOLLECT_REDACT_FIELDS` (`a,b*`) |
+/// | `redact_values` | [`DEFAULT_REDACT_VALUES`] (`Bearer *`, `Basic *`) | `LOGCOLLECT_REDACT_VALUES` (`a*,b*`) |
 #[derive(Clone)]
 pub struct Config {
     pub(crate) brokers: BrokerList,
@@ -186,6 +221,10 @@ pub struct Config {
     pub(crate) profile: Profile,
     pub(crate) ecs_service_key: String,
     pub(crate) ecs_extra_prefix: String,
+    pub(crate) panic_hook: bool,
+    pub(crate) redaction: bool,
+    pub(crate) redact_fields: Vec<String>,
+    pub(crate) redact_values: Vec<String>,
 }
 
 /// TLS material read at build time, so a missing file is a boot error and
@@ -344,16 +383,62 @@ impl Config {
     pub fn ecs_extra_prefix(&self) -> &str {
         &self.ecs_extra_prefix
     }
+    /// Whether boot installs the panic hook.
+    pub fn panic_hook(&self) -> bool {
+        self.panic_hook
+    }
+    /// Whether redaction is on.
+    pub fn redaction(&self) -> bool {
+        self.redaction
+    }
+    /// Field-name patterns whose values are redacted.
+    pub fn redact_fields(&self) -> &[String] {
+        &self.redact_fields
+    }
+    /// Value patterns that are redacted.
+    pub fn redact_values(&self) -> &[String] {
+        &self.redact_values
+    }
 
     /// Whether a record from `target` at `level` should be shipped.
     #[inline]
     #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
-    pub(crate) fn wants(&self, target: &str, level: Level) -> bool {
-        self.filter.enabled(target, level)
-            && !self
-                .ignored_targets
-                .iter()
-                .any(|p| crate::filter::target_matches(p, target))
+    /// What the encoder needs of this configuration.
+    pub(crate) fn encoder_settings(&self) -> EncoderSettings {
+        EncoderSettings {
+            host: self.host.clone(),
+            tags: self.tags.clone(),
+            type_name: self.type_name.clone(),
+            activity_identity: self.activity_identity.clone(),
+            routing_prefix: self.routing_key.clone(),
+            max_record_bytes: self.max_record_bytes,
+            process_id: std::process::id(),
+            profile: self.profile,
+            ecs_service_key: self.ecs_service_key.clone(),
+            ecs_extra_prefix: self.ecs_extra_prefix.clone(),
+            redact_fields: if self.redaction {
+                self.redact_fields.clone()
+            } else {
+                Vec::new()
+            },
+            redact_values: if self.redaction {
+                self.redact_values.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Whether records of `target` are never shipped (`ignored_targets`).
+    pub(crate) fn ignores(&self, target: &str) -> bool {
+        self.ignored_targets
+            .iter()
+            .any(|p| crate::filter::target_matches(p, target))
+    }
+
+    #[cfg(test)]
+    fn wants(&self, target: &str, level: Level) -> bool {
+        self.filter.enabled(target, level) && !self.ignores(target)
     }
 }
 
@@ -376,8 +461,11 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Builds a [`Config`]. Every setter records a code setting; [`env`](Self::env)
-/// fills only what code has not set, so code settings always win.
+/// Builds a [`Config`]. Every setter records a code setting;
+/// [`env`](Self::env) fills only what code has not set (code wins), while
+/// [`env_overrides`](Self::env_overrides) lets every `LOGCOLLECT_*` variable
+/// that is set replace the code's setting (layered: code gives defaults,
+/// operators override them).
 #[derive(Default, Clone)]
 pub struct ConfigBuilder {
     broker_uri: Option<String>,
@@ -414,6 +502,10 @@ pub struct ConfigBuilder {
     profile: Option<Profile>,
     ecs_service_key: Option<String>,
     ecs_extra_prefix: Option<String>,
+    panic_hook: Option<bool>,
+    redaction: Option<bool>,
+    redact_fields: Option<Vec<String>>,
+    redact_values: Option<Vec<String>>,
 }
 
 impl fmt::Debug for ConfigBuilder {
@@ -641,6 +733,34 @@ impl ConfigBuilder {
         self
     }
 
+    setter!(
+        /// Whether boot installs a panic hook that ships a `CRITICAL` record
+        /// (message, location, thread, backtrace when enabled), flushes for
+        /// up to 2 s, then calls the hook that was there before.
+        panic_hook: bool
+    );
+    setter!(
+        /// Whether field values are redacted (see `redact_fields` and
+        /// `redact_values`); `false` sends every value as it is.
+        redaction: bool
+    );
+    /// Field names whose values are sent as `[redacted]`, replacing
+    /// [`DEFAULT_REDACT_FIELDS`]: exact names or globs (`*_token`),
+    /// compared without regard to ASCII case with the whole key and with its
+    /// last `.`-separated part.
+    #[must_use]
+    pub fn redact_fields<T: Into<String>>(mut self, names: impl IntoIterator<Item = T>) -> Self {
+        self.redact_fields = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+    /// String values sent as `[redacted]` whatever their field, replacing
+    /// [`DEFAULT_REDACT_VALUES`]: globs over the whole value (`Bearer *`).
+    #[must_use]
+    pub fn redact_values<T: Into<String>>(mut self, patterns: impl IntoIterator<Item = T>) -> Self {
+        self.redact_values = Some(patterns.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Fills every setting that code has not set from the `LOGCOLLECT_*`
     /// environment variables. A variable that is set but unusable is an error
     /// naming it.
@@ -650,125 +770,51 @@ impl ConfigBuilder {
 
     /// [`env`](Self::env) with a custom lookup (tests, or another source of settings).
     pub fn env_from(mut self, get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        fill(&mut self.broker_uri, get("LOGCOLLECT_BROKER_URI"));
-        fill(&mut self.exchange, get("LOGCOLLECT_EXCHANGE"));
-        fill(&mut self.routing_key, get("LOGCOLLECT_ROUTING_KEY"));
-        fill(&mut self.level, get("LOGCOLLECT_LEVEL"));
-        fill(&mut self.type_name, get("LOGCOLLECT_TYPE"));
-        fill(&mut self.host, get("LOGCOLLECT_HOST"));
-        fill(&mut self.ecs_service_key, get("LOGCOLLECT_ECS_SERVICE_KEY"));
-        fill(
-            &mut self.ecs_extra_prefix,
-            get("LOGCOLLECT_ECS_EXTRA_PREFIX"),
-        );
-        if let Some(v) = get("LOGCOLLECT_PROFILE") {
-            let p = v
-                .parse()
-                .map_err(|_| env_err("LOGCOLLECT_PROFILE", &v, "logcollect or ecs"))?;
-            fill(&mut self.profile, Some(p));
-        }
-        if let Some(v) = get("LOGCOLLECT_DURABLE") {
-            fill(
-                &mut self.durable,
-                Some(parse_bool("LOGCOLLECT_DURABLE", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_AUTO_DELETE") {
-            fill(
-                &mut self.auto_delete,
-                Some(parse_bool("LOGCOLLECT_AUTO_DELETE", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_ACTIVITY_IDENTITY") {
-            fill(
-                &mut self.activity_identity,
-                Some(parse_pairs("LOGCOLLECT_ACTIVITY_IDENTITY", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_TAGS") {
-            let tags = v.split(',').map(str::trim).filter(|t| !t.is_empty());
-            fill(&mut self.tags, Some(tags.map(String::from).collect()));
-        }
-        if let Some(v) = get("LOGCOLLECT_QUEUE_CAPACITY") {
-            fill(
-                &mut self.queue_capacity,
-                Some(parse_num("LOGCOLLECT_QUEUE_CAPACITY", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_MAX_RECORD_BYTES") {
-            fill(
-                &mut self.max_record_bytes,
-                Some(parse_num("LOGCOLLECT_MAX_RECORD_BYTES", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_CONFIRM_WINDOW") {
-            fill(
-                &mut self.confirm_window,
-                Some(parse_num("LOGCOLLECT_CONFIRM_WINDOW", &v)?),
-            );
-        }
-        fill(
-            &mut self.spool_dir,
-            get("LOGCOLLECT_SPOOL_DIR").map(Into::into),
-        );
-        if let Some(v) = get("LOGCOLLECT_BATCH") {
-            fill(
-                &mut self.records_per_message,
-                Some(parse_num("LOGCOLLECT_BATCH", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_BATCH_LINGER_MS") {
-            let ms = parse_num("LOGCOLLECT_BATCH_LINGER_MS", &v)?;
-            fill(
-                &mut self.batch_linger,
-                Some(Duration::from_millis(ms as u64)),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_BATCH_FORMAT") {
-            let f = v
-                .parse()
-                .map_err(|_| env_err("LOGCOLLECT_BATCH_FORMAT", &v, "json or json_lines"))?;
-            fill(&mut self.batch_format, Some(f));
-        }
-        for (slot, var) in [
-            (&mut self.tls_ca_file, "LOGCOLLECT_TLS_CA_FILE"),
-            (&mut self.tls_cert_file, "LOGCOLLECT_TLS_CERT_FILE"),
-            (&mut self.tls_key_file, "LOGCOLLECT_TLS_KEY_FILE"),
-        ] {
-            fill(slot, get(var).map(Into::into));
-        }
-        if let Some(v) = get("LOGCOLLECT_SPOOL_MAX_BYTES") {
-            fill(
-                &mut self.spool_max_bytes,
-                Some(parse_num("LOGCOLLECT_SPOOL_MAX_BYTES", &v)? as u64),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_QUEUE_MAX_BYTES") {
-            fill(
-                &mut self.queue_max_bytes,
-                Some(parse_num("LOGCOLLECT_QUEUE_MAX_BYTES", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_HEARTBEAT") {
-            fill(
-                &mut self.heartbeat,
-                Some(parse_secs("LOGCOLLECT_HEARTBEAT", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_LIVENESS_TIMEOUT") {
-            fill(
-                &mut self.liveness_timeout,
-                Some(parse_secs("LOGCOLLECT_LIVENESS_TIMEOUT", &v)?),
-            );
-        }
-        if let Some(v) = get("LOGCOLLECT_SHUTDOWN_TIMEOUT") {
-            fill(
-                &mut self.shutdown_timeout,
-                Some(parse_secs("LOGCOLLECT_SHUTDOWN_TIMEOUT", &v)?),
-            );
-        }
+        self.apply_env(get, Precedence::CodeWins)?;
         Ok(self)
+    }
+
+    /// Layered configuration: what code set so far are defaults, and every
+    /// `LOGCOLLECT_*` variable that is set overrides them (the opposite of
+    /// [`env`](Self::env), where code wins). Call it last, so operators can
+    /// change any setting without a rebuild:
+    ///
+    /// ```no_run
+    /// let config = logcollect::Config::builder()
+    ///     .broker_uri("amqp://guest:guest@localhost//") // unless LOGCOLLECT_BROKER_URI says otherwise
+    ///     .activity_identity([("project", "shop"), ("application", "api")])
+    ///     .env_overrides()?
+    ///     .build()?;
+    /// # Ok::<(), logcollect::Error>(())
+    /// ```
+    ///
+    /// A variable that is set but unusable is an error naming it.
+    pub fn env_overrides(self) -> Result<Self, Error> {
+        self.env_overrides_from(|name| std::env::var(name).ok())
+    }
+
+    /// [`env_overrides`](Self::env_overrides) with a custom lookup.
+    pub fn env_overrides_from(
+        mut self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, Error> {
+        self.apply_env(get, Precedence::EnvWins)?;
+        Ok(self)
+    }
+
+    /// Reads every variable of [`ENV_VARS`] that is set and not blank into
+    /// the builder, with the given precedence over code settings.
+    fn apply_env(
+        &mut self,
+        get: impl Fn(&str) -> Option<String>,
+        precedence: Precedence,
+    ) -> Result<(), Error> {
+        for (name, apply) in ENV_VARS {
+            if let Some(v) = get(name).filter(|v| !v.trim().is_empty()) {
+                apply(self, &v, precedence).map_err(|expected| env_err(name, &v, expected))?;
+            }
+        }
+        Ok(())
     }
 
     /// Validates and builds the [`Config`].
@@ -921,6 +967,20 @@ impl ConfigBuilder {
                 .ecs_service_key
                 .unwrap_or_else(|| DEFAULT_ECS_SERVICE_KEY.to_owned()),
             ecs_extra_prefix,
+            panic_hook: self.panic_hook.unwrap_or(DEFAULT_PANIC_HOOK),
+            redaction: self.redaction.unwrap_or(DEFAULT_REDACTION),
+            redact_fields: self.redact_fields.unwrap_or_else(|| {
+                DEFAULT_REDACT_FIELDS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            }),
+            redact_values: self.redact_values.unwrap_or_else(|| {
+                DEFAULT_REDACT_VALUES
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            }),
         })
     }
 }
@@ -970,11 +1030,132 @@ fn default_host() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 
-fn fill<T>(slot: &mut Option<T>, value: Option<T>) {
-    if slot.is_none() {
-        *slot = value;
-    }
+/// Whether an environment value replaces a setting that code made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Precedence {
+    /// Only settings that code left unset are filled ([`ConfigBuilder::env`]).
+    CodeWins,
+    /// Every variable that is set replaces the code's setting
+    /// ([`ConfigBuilder::env_overrides`]).
+    EnvWins,
 }
+
+/// Puts an environment value into a builder field, as `precedence` says.
+fn put<T>(slot: &mut Option<T>, value: T, precedence: Precedence) -> Result<(), &'static str> {
+    match precedence {
+        Precedence::CodeWins if slot.is_some() => {}
+        Precedence::CodeWins | Precedence::EnvWins => *slot = Some(value),
+    }
+    Ok(())
+}
+
+/// How a variable's text sets the builder; `Err` says what was expected.
+type EnvApply = fn(&mut ConfigBuilder, &str, Precedence) -> Result<(), &'static str>;
+
+/// Every `LOGCOLLECT_*` variable and how it sets the builder (the table in
+/// [`Config`]'s documentation lists them with their settings). Read in this
+/// order, so the first unusable one is the error.
+const ENV_VARS: &[(&str, EnvApply)] = &[
+    ("LOGCOLLECT_BROKER_URI", |b, v, p| {
+        put(&mut b.broker_uri, v.to_owned(), p)
+    }),
+    ("LOGCOLLECT_EXCHANGE", |b, v, p| {
+        put(&mut b.exchange, v.to_owned(), p)
+    }),
+    ("LOGCOLLECT_ROUTING_KEY", |b, v, p| {
+        put(&mut b.routing_key, v.to_owned(), p)
+    }),
+    ("LOGCOLLECT_LEVEL", |b, v, p| {
+        put(&mut b.level, v.to_owned(), p)
+    }),
+    ("LOGCOLLECT_TYPE", |b, v, p| {
+        put(&mut b.type_name, v.to_owned(), p)
+    }),
+    ("LOGCOLLECT_HOST", |b, v, p| {
+        put(&mut b.host, v.to_owned(), p)
+    }),
+    ("LOGCOLLECT_ECS_SERVICE_KEY", |b, v, p| {
+        put(&mut b.ecs_service_key, v.to_owned(), p)
+    }),
+    ("LOGCOLLECT_ECS_EXTRA_PREFIX", |b, v, p| {
+        put(&mut b.ecs_extra_prefix, v.to_owned(), p)
+    }),
+    ("LOGCOLLECT_PROFILE", |b, v, p| {
+        let profile = v.parse().map_err(|_| "logcollect or ecs")?;
+        put(&mut b.profile, profile, p)
+    }),
+    ("LOGCOLLECT_DURABLE", |b, v, p| {
+        put(&mut b.durable, parse_bool(v)?, p)
+    }),
+    ("LOGCOLLECT_AUTO_DELETE", |b, v, p| {
+        put(&mut b.auto_delete, parse_bool(v)?, p)
+    }),
+    ("LOGCOLLECT_ACTIVITY_IDENTITY", |b, v, p| {
+        put(&mut b.activity_identity, parse_pairs(v)?, p)
+    }),
+    ("LOGCOLLECT_TAGS", |b, v, p| {
+        put(&mut b.tags, parse_list(v), p)
+    }),
+    ("LOGCOLLECT_QUEUE_CAPACITY", |b, v, p| {
+        put(&mut b.queue_capacity, parse_num(v)?, p)
+    }),
+    ("LOGCOLLECT_MAX_RECORD_BYTES", |b, v, p| {
+        put(&mut b.max_record_bytes, parse_num(v)?, p)
+    }),
+    ("LOGCOLLECT_CONFIRM_WINDOW", |b, v, p| {
+        put(&mut b.confirm_window, parse_num(v)?, p)
+    }),
+    ("LOGCOLLECT_SPOOL_DIR", |b, v, p| {
+        put(&mut b.spool_dir, v.into(), p)
+    }),
+    ("LOGCOLLECT_BATCH", |b, v, p| {
+        put(&mut b.records_per_message, parse_num(v)?, p)
+    }),
+    ("LOGCOLLECT_BATCH_LINGER_MS", |b, v, p| {
+        let ms = parse_num(v)? as u64;
+        put(&mut b.batch_linger, Duration::from_millis(ms), p)
+    }),
+    ("LOGCOLLECT_BATCH_FORMAT", |b, v, p| {
+        let format = v.parse().map_err(|_| "json or json_lines")?;
+        put(&mut b.batch_format, format, p)
+    }),
+    ("LOGCOLLECT_TLS_CA_FILE", |b, v, p| {
+        put(&mut b.tls_ca_file, v.into(), p)
+    }),
+    ("LOGCOLLECT_TLS_CERT_FILE", |b, v, p| {
+        put(&mut b.tls_cert_file, v.into(), p)
+    }),
+    ("LOGCOLLECT_TLS_KEY_FILE", |b, v, p| {
+        put(&mut b.tls_key_file, v.into(), p)
+    }),
+    ("LOGCOLLECT_SPOOL_MAX_BYTES", |b, v, p| {
+        put(&mut b.spool_max_bytes, parse_num(v)? as u64, p)
+    }),
+    ("LOGCOLLECT_QUEUE_MAX_BYTES", |b, v, p| {
+        put(&mut b.queue_max_bytes, parse_num(v)?, p)
+    }),
+    ("LOGCOLLECT_HEARTBEAT", |b, v, p| {
+        put(&mut b.heartbeat, parse_secs(v)?, p)
+    }),
+    ("LOGCOLLECT_LIVENESS_TIMEOUT", |b, v, p| {
+        put(&mut b.liveness_timeout, parse_secs(v)?, p)
+    }),
+    ("LOGCOLLECT_SHUTDOWN_TIMEOUT", |b, v, p| {
+        put(&mut b.shutdown_timeout, parse_secs(v)?, p)
+    }),
+    ("LOGCOLLECT_PANIC_HOOK", |b, v, p| {
+        put(&mut b.panic_hook, parse_bool(v)?, p)
+    }),
+    ("LOGCOLLECT_REDACTION", |b, v, p| {
+        put(&mut b.redaction, parse_bool(v)?, p)
+    }),
+    ("LOGCOLLECT_REDACT_FIELDS", |b, v, p| {
+        put(&mut b.redact_fields, parse_list(v), p)
+    }),
+    ("LOGCOLLECT_REDACT_VALUES", |b, v, p| {
+        put(&mut b.redact_values, parse_list(v), p)
+    }),
+];
 
 fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<(), Error> {
     if ok {
@@ -991,30 +1172,39 @@ fn env_err(name: &str, value: &str, expected: &str) -> Error {
     )
 }
 
-fn parse_bool(name: &str, v: &str) -> Result<bool, Error> {
+/// A comma-separated list, items trimmed, empty ones skipped.
+fn parse_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn parse_bool(v: &str) -> Result<bool, &'static str> {
     match v.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(env_err(name, v, "true/false, yes/no, on/off or 1/0")),
+        _ => Err("true/false, yes/no, on/off or 1/0"),
     }
 }
 
-fn parse_num(name: &str, v: &str) -> Result<usize, Error> {
+fn parse_num(v: &str) -> Result<usize, &'static str> {
     v.trim()
         .replace('_', "")
         .parse()
-        .map_err(|_| env_err(name, v, "a whole number"))
+        .map_err(|_| "a whole number")
 }
 
-fn parse_secs(name: &str, v: &str) -> Result<Duration, Error> {
+fn parse_secs(v: &str) -> Result<Duration, &'static str> {
     v.trim()
         .parse::<f64>()
         .ok()
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .ok_or_else(|| env_err(name, v, "a number of seconds (e.g. 5 or 0.5)"))
+        .ok_or("a number of seconds (e.g. 5 or 0.5)")
 }
 
-fn parse_pairs(name: &str, v: &str) -> Result<Vec<(String, String)>, Error> {
+fn parse_pairs(v: &str) -> Result<Vec<(String, String)>, &'static str> {
     v.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
@@ -1022,11 +1212,7 @@ fn parse_pairs(name: &str, v: &str) -> Result<Vec<(String, String)>, Error> {
             Some((k, val)) if !k.trim().is_empty() => {
                 Ok((k.trim().to_owned(), val.trim().to_owned()))
             }
-            _ => Err(env_err(
-                name,
-                v,
-                "comma-separated key=value pairs, e.g. project=shop,application=api",
-            )),
+            _ => Err("comma-separated key=value pairs, e.g. project=shop,application=api"),
         })
         .collect()
 }
@@ -1209,6 +1395,50 @@ mod tests {
             .unwrap();
         assert_eq!(after.exchange(), "code");
         assert!(!after.durable());
+    }
+
+    #[test]
+    fn env_overrides_code_settings_and_keeps_the_rest() {
+        let e = env(&[
+            ("LOGCOLLECT_EXCHANGE", "from-env"),
+            ("LOGCOLLECT_DURABLE", "1"),
+            ("LOGCOLLECT_LEVEL", "  "),
+        ]);
+        let c = Config::builder()
+            .exchange("code")
+            .durable(false)
+            .host("code-host")
+            .level("warning")
+            .env_overrides_from(&e)
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(c.exchange(), "from-env", "the environment overrides code");
+        assert!(c.durable());
+        assert_eq!(c.host(), "code-host", "unset variables leave code settings");
+        assert_eq!(
+            c.filter().max_level(),
+            Some(Level::Warning),
+            "a blank variable counts as unset"
+        );
+        let err = Config::builder()
+            .env_overrides_from(env(&[("LOGCOLLECT_DURABLE", "maybe")]))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidEnv);
+    }
+
+    /// Every variable of the table is in `Config`'s documentation.
+    #[test]
+    fn every_env_variable_is_documented() {
+        let source = include_str!("config.rs");
+        for (name, _) in ENV_VARS {
+            assert!(
+                source
+                    .lines()
+                    .any(|l| l.starts_with("/// |") && l.contains(&format!("`{name}`"))),
+                "{name} is missing from the table on Config"
+            );
+        }
     }
 
     #[test]

@@ -210,26 +210,7 @@ fn nonzero_random_u128() -> u128 {
 /// `None` when the value is malformed, uses version `ff`, or has an all-zero
 /// trace or span id.
 pub fn trace_id_from_traceparent(value: &str) -> Option<&str> {
-    let mut parts = value.trim().split('-');
-    let version = parts.next()?;
-    let trace = parts.next()?;
-    let span = parts.next()?;
-    let flags = parts.next()?;
-    let rest = parts.next();
-    let hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    if !hex(version, 2) || version == "ff" || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
-        return None;
-    }
-    // Version 00 has exactly four parts; later versions may append more.
-    if version == "00" && rest.is_some() {
-        return None;
-    }
-    if trace.bytes().all(|b| b == b'0') || span.bytes().all(|b| b == b'0') {
-        return None;
-    }
-    Some(trace)
+    crate::encode::traceparent(value).map(|(trace, _span)| trace)
 }
 
 /// The values a message or request carries that may hold its correlation
@@ -471,35 +452,6 @@ mod span {
         });
     }
 
-    /// The OpenTelemetry trace id and span id of a span (lowercase hex, 32
-    /// and 16 digits), kept in the span's data in the `tracing_subscriber`
-    /// registry. An integration that knows them (`logcollect-opentelemetry`)
-    /// stores them with `span.extensions_mut().replace(TraceIds { .. })`;
-    /// every record made inside the span then carries them as `trace_id` and
-    /// `span_id` ([`TRACE_ID_FIELD`](super::TRACE_ID_FIELD),
-    /// [`SPAN_ID_FIELD`](super::SPAN_ID_FIELD); ECS: `trace.id`, `span.id`),
-    /// the innermost span's winning, and a field of those names that the
-    /// span or event declares itself winning over them.
-    #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct TraceIds {
-        /// The trace id.
-        pub trace_id: String,
-        /// The span id.
-        pub span_id: String,
-    }
-
-    /// Writes a span's [`TraceIds`], if it has some, into a record.
-    pub(crate) fn write_trace_ids(
-        ext: &tracing_subscriber::registry::Extensions<'_>,
-        w: &mut crate::encode::RecordWriter<'_>,
-    ) {
-        if let Some(ids) = ext.get::<TraceIds>() {
-            w.str(super::TRACE_ID_FIELD, &ids.trace_id);
-            w.str(super::SPAN_ID_FIELD, &ids.span_id);
-        }
-    }
-
     /// The correlation id of the current span or its nearest parent that has
     /// one (set by [`scope`] or [`attach`]), if any.
     ///
@@ -523,18 +475,11 @@ mod span {
 
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
-pub use span::{attach, current, scope, TraceIds};
+pub use span::{attach, current, scope};
 
 #[cfg(feature = "tracing")]
-pub(crate) use span::write_trace_ids;
-
-/// The record field with the OpenTelemetry trace id ([`TraceIds`]; ECS:
-/// `trace.id`).
-pub const TRACE_ID_FIELD: &str = "trace_id";
-
-/// The record field with the OpenTelemetry span id ([`TraceIds`]; ECS:
-/// `span.id`).
-pub const SPAN_ID_FIELD: &str = "span_id";
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+pub use crate::front::spans::{TraceIds, SPAN_ID_FIELD, TRACE_ID_FIELD};
 
 #[cfg(test)]
 mod tests {

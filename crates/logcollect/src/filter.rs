@@ -4,66 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Error, ErrorKind};
-
-/// A record's severity, ordered from the most verbose to the most severe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
-    /// `TRACE` (Python has no such level; sent as `"TRACE"`).
-    Trace,
-    /// `DEBUG`.
-    Debug,
-    /// `INFO`.
-    Info,
-    /// `WARNING` (Python's name for `warn`).
-    Warning,
-    /// `ERROR`.
-    Error,
-    /// `CRITICAL`: panics and records explicitly marked critical.
-    Critical,
-}
-
-impl Level {
-    /// The Python `levelname` sent on the wire.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Level::Trace => "TRACE",
-            Level::Debug => "DEBUG",
-            Level::Info => "INFO",
-            Level::Warning => "WARNING",
-            Level::Error => "ERROR",
-            Level::Critical => "CRITICAL",
-        }
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Level {
-    type Err = Error;
-
-    /// Accepts Rust and Python names in any case: `trace`, `debug`, `info`,
-    /// `warn`/`warning`, `error`, `critical`/`fatal`.
-    fn from_str(s: &str) -> Result<Self, Error> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "trace" => Ok(Level::Trace),
-            "debug" => Ok(Level::Debug),
-            "info" => Ok(Level::Info),
-            "warn" | "warning" => Ok(Level::Warning),
-            "error" => Ok(Level::Error),
-            "critical" | "fatal" => Ok(Level::Critical),
-            other => Err(Error::new(
-                ErrorKind::InvalidConfig,
-                format!(
-                    "unknown level {other:?}: expected trace, debug, info, warning, error, critical or off"
-                ),
-            )),
-        }
-    }
-}
+use crate::record::{Level, DEFAULT_LEVEL};
 
 /// The least severe level that passes, or `None` for `off`.
 type Threshold = Option<Level>;
@@ -145,7 +86,7 @@ impl Filter {
                 ))
             }
             // Only targets named: everything else keeps the library default.
-            None => Some(crate::config::DEFAULT_LEVEL),
+            None => Some(DEFAULT_LEVEL),
         };
         directives.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
         let max = directives
@@ -260,7 +201,7 @@ mod tests {
         assert!(e.to_string().contains("my_app=trace"), "{e}");
         let f = Filter::parse("my_app=trace").unwrap();
         assert!(f.enabled("my_app", Level::Trace));
-        assert!(f.enabled("other", crate::config::DEFAULT_LEVEL));
+        assert!(f.enabled("other", DEFAULT_LEVEL));
         assert!(!f.enabled("other", Level::Trace));
     }
 

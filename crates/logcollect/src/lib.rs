@@ -33,6 +33,7 @@
 //! |---|---|---|
 //! | `log` | yes | [`LogcollectLogger`], a `log::Log` |
 //! | `tracing` | yes | [`LogcollectLayer`], a `tracing_subscriber::Layer` |
+//! | `testing` | no | `testing`: capture what code logs as parsed JSON, without a broker |
 //!
 //! MSRV: Rust 1.89 (for `File::try_lock`, which guards the spool directory).
 //!
@@ -76,16 +77,36 @@ mod uri;
 
 pub mod amqp;
 pub mod boot;
+
+/// Every tunable's default in one place (each is also at the crate root).
+pub mod defaults {
+    pub use crate::config::{
+        DEFAULT_AUTO_DELETE, DEFAULT_BATCH_LINGER, DEFAULT_BATCH_MAX_BYTES, DEFAULT_CONFIRM_WINDOW,
+        DEFAULT_CONNECT_TIMEOUT, DEFAULT_DURABLE, DEFAULT_EXCHANGE, DEFAULT_HEARTBEAT,
+        DEFAULT_IGNORED_TARGETS, DEFAULT_LIVENESS_TIMEOUT, DEFAULT_MAX_RECORD_BYTES,
+        DEFAULT_PANIC_HOOK, DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_MAX_BYTES, DEFAULT_RECONNECT_MAX,
+        DEFAULT_RECONNECT_MIN, DEFAULT_RECORDS_PER_MESSAGE, DEFAULT_REDACTION,
+        DEFAULT_REDACT_FIELDS, DEFAULT_REDACT_VALUES, DEFAULT_ROUTING_KEY,
+        DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPOOL_MAX_BYTES, DEFAULT_TYPE, DEFAULT_WAKE_INTERVAL,
+    };
+    pub use crate::encode::{DEFAULT_ECS_EXTRA_PREFIX, DEFAULT_ECS_SERVICE_KEY};
+    pub use crate::record::DEFAULT_LEVEL;
+    pub use crate::ship::DEFAULT_THREAD_NAME;
+    pub use crate::uri::DEFAULT_BROKER_URI;
+}
 pub mod correlation;
 mod front;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub use config::{
     BatchFormat, Config, ConfigBuilder, DEFAULT_AUTO_DELETE, DEFAULT_BATCH_LINGER,
     DEFAULT_BATCH_MAX_BYTES, DEFAULT_CONFIRM_WINDOW, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DURABLE,
-    DEFAULT_EXCHANGE, DEFAULT_HEARTBEAT, DEFAULT_IGNORED_TARGETS, DEFAULT_LEVEL,
-    DEFAULT_LIVENESS_TIMEOUT, DEFAULT_MAX_RECORD_BYTES, DEFAULT_QUEUE_CAPACITY,
-    DEFAULT_QUEUE_MAX_BYTES, DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN,
-    DEFAULT_RECORDS_PER_MESSAGE, DEFAULT_ROUTING_KEY, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_EXCHANGE, DEFAULT_HEARTBEAT, DEFAULT_IGNORED_TARGETS, DEFAULT_LIVENESS_TIMEOUT,
+    DEFAULT_MAX_RECORD_BYTES, DEFAULT_PANIC_HOOK, DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_MAX_BYTES,
+    DEFAULT_RECONNECT_MAX, DEFAULT_RECONNECT_MIN, DEFAULT_RECORDS_PER_MESSAGE, DEFAULT_REDACTION,
+    DEFAULT_REDACT_FIELDS, DEFAULT_REDACT_VALUES, DEFAULT_ROUTING_KEY, DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_SPOOL_MAX_BYTES, DEFAULT_TYPE, DEFAULT_WAKE_INTERVAL,
 };
 pub use encode::{
@@ -93,13 +114,14 @@ pub use encode::{
     RECORD_FIELDS, RENAMED_KEY_PREFIX, TYPE_TRACKING_MAX_KEYS,
 };
 pub use error::{Error, ErrorKind, ShutdownError};
-pub use filter::{Filter, Level};
+pub use filter::Filter;
 #[cfg(feature = "log")]
 #[cfg_attr(docsrs, doc(cfg(feature = "log")))]
 pub use front::log::LogcollectLogger;
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub use front::tracing::LogcollectLayer;
-pub use record::{ExceptionInfo, FieldValue, Record};
+pub use front::LevelHandle;
+pub use record::{ExceptionInfo, FieldValue, Level, Record, DEFAULT_LEVEL};
 pub use ship::{Shipper, ShipperBuilder, ShipperGuard, Stats, DEFAULT_THREAD_NAME};
 pub use uri::{BrokerList, BrokerUri, DEFAULT_BROKER_URI};

@@ -1,10 +1,78 @@
-//! The owned record model, for callers that build records by hand (the CLI,
-//! integrations, tests). The `log` and `tracing` front-ends encode straight
-//! from their borrowed data and never build one of these.
+//! The record model: a record's [`Level`], and the owned [`Record`] for
+//! callers that build records by hand (the CLI, integrations, tests). The
+//! `log` and `tracing` front-ends encode straight from their borrowed data
+//! and never build a `Record`.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::SystemTime;
 
-use crate::filter::Level;
+use crate::error::{Error, ErrorKind};
+
+/// Default minimum level. Python's `default_config` ships DEBUG; Rust
+/// dependencies (hyper, h2, tower…) log heavily at DEBUG, so we start at INFO
+/// and let `level` (or `LOGCOLLECT_LEVEL`) lower it.
+pub const DEFAULT_LEVEL: Level = Level::Info;
+
+/// A record's severity, ordered from the most verbose to the most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// `TRACE` (Python has no such level; sent as `"TRACE"`).
+    Trace,
+    /// `DEBUG`.
+    Debug,
+    /// `INFO`.
+    Info,
+    /// `WARNING` (Python's name for `warn`).
+    Warning,
+    /// `ERROR`.
+    Error,
+    /// `CRITICAL`: panics and records explicitly marked critical.
+    Critical,
+}
+
+impl Level {
+    /// The Python `levelname` sent on the wire.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Level::Trace => "TRACE",
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+            Level::Critical => "CRITICAL",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Level {
+    type Err = Error;
+
+    /// Accepts Rust and Python names in any case: `trace`, `debug`, `info`,
+    /// `warn`/`warning`, `error`, `critical`/`fatal`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "trace" => Ok(Level::Trace),
+            "debug" => Ok(Level::Debug),
+            "info" => Ok(Level::Info),
+            "warn" | "warning" => Ok(Level::Warning),
+            "error" => Ok(Level::Error),
+            "critical" | "fatal" => Ok(Level::Critical),
+            other => Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "unknown level {other:?}: expected trace, debug, info, warning, error, critical or off"
+                ),
+            )),
+        }
+    }
+}
 
 /// A structured field value.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,7 +161,21 @@ impl FieldValue {
 }
 
 /// One log record built by hand; see [`Shipper::submit`](crate::Shipper::submit).
+///
+/// Build it with [`Record::new`] and the setters (`field`, `file`, `line`,
+/// `timestamp`…); the fields stay readable and writable, and new ones may
+/// come in a minor release (`#[non_exhaustive]`).
+///
+/// ```
+/// use logcollect::{Level, Record};
+/// let r = Record::new(Level::Info, "billing", "invoice sent")
+///     .field("invoice", 42i64)
+///     .file("src/billing.rs")
+///     .line(17);
+/// assert_eq!(r.line, Some(17));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Record {
     /// Severity.
     pub level: Level,
@@ -123,8 +205,10 @@ pub struct Record {
 /// An exception described in words, for records made outside Rust: the
 /// `logcollect` profile sends `text` as `exc_info` and `chain` as
 /// `error_chain`; ECS sends `error.type`, `error.message` and
-/// `error.stack_trace`.
+/// `error.stack_trace`. Build it with [`ExceptionInfo::new`] (and
+/// [`chain`](Self::chain)).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ExceptionInfo {
     /// The exception's type name (`ValueError`).
     pub type_name: String,
@@ -158,6 +242,79 @@ impl Record {
     #[must_use]
     pub fn field(mut self, key: impl Into<String>, value: impl Into<FieldValue>) -> Self {
         self.fields.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the source file.
+    #[must_use]
+    pub fn file(mut self, file: impl Into<String>) -> Self {
+        self.file = Some(file.into());
+        self
+    }
+
+    /// Sets the source line.
+    #[must_use]
+    pub fn line(mut self, line: u32) -> Self {
+        self.line = Some(line);
+        self
+    }
+
+    /// Sets the module path.
+    #[must_use]
+    pub fn module_path(mut self, module_path: impl Into<String>) -> Self {
+        self.module_path = Some(module_path.into());
+        self
+    }
+
+    /// Sets when the record was made (default: when it is submitted).
+    #[must_use]
+    pub fn timestamp(mut self, timestamp: SystemTime) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+
+    /// Sets the `threadName` field (default: the submitting thread's name).
+    #[must_use]
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.thread_name = Some(name.into());
+        self
+    }
+
+    /// Sets the `stack_info` field (default `null`).
+    #[must_use]
+    pub fn stack_info(mut self, stack: impl Into<String>) -> Self {
+        self.stack_info = Some(stack.into());
+        self
+    }
+
+    /// Sets an exception that arrives already formatted.
+    #[must_use]
+    pub fn exception(mut self, exception: ExceptionInfo) -> Self {
+        self.exception = Some(exception);
+        self
+    }
+}
+
+impl ExceptionInfo {
+    /// An exception of type `type_name` with its message and its whole
+    /// formatted text, and no causes.
+    pub fn new(
+        type_name: impl Into<String>,
+        message: impl Into<String>,
+        text: impl Into<String>,
+    ) -> Self {
+        ExceptionInfo {
+            type_name: type_name.into(),
+            message: message.into(),
+            text: text.into(),
+            chain: Vec::new(),
+        }
+    }
+
+    /// Sets the messages of the exceptions that caused it, nearest first.
+    #[must_use]
+    pub fn chain<T: Into<String>>(mut self, chain: impl IntoIterator<Item = T>) -> Self {
+        self.chain = chain.into_iter().map(Into::into).collect();
         self
     }
 }

@@ -13,15 +13,13 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let mut builder = logcollect::Config::builder();
-    if std::env::var_os("LOGCOLLECT_BROKER_URI").is_none() {
-        builder = builder.broker_uri("amqp://guest:guest@127.0.0.1:5672//");
-    }
-    if std::env::var_os("LOGCOLLECT_ACTIVITY_IDENTITY").is_none() {
-        builder =
-            builder.activity_identity([("project", "logcollect"), ("subsystem", "native_test")]);
-    }
-    let config = match builder.env().and_then(|b| b.build()) {
+    // Code gives defaults; every LOGCOLLECT_* variable that is set overrides them.
+    let config = match logcollect::Config::builder()
+        .broker_uri("amqp://guest:guest@127.0.0.1:5672//")
+        .activity_identity([("project", "logcollect"), ("subsystem", "native_test")])
+        .env_overrides()
+        .and_then(|b| b.build())
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("native_logging: {e}");

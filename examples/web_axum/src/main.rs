@@ -70,14 +70,13 @@ async fn serve(addr: &str, once: bool) -> std::io::Result<()> {
 fn main() -> ExitCode {
     let once = std::env::args().skip(1).any(|a| a == "--once");
     let addr = std::env::var("LOGCOLLECT_EXAMPLE_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
-    let mut builder = logcollect::Config::builder();
-    if std::env::var_os("LOGCOLLECT_BROKER_URI").is_none() {
-        builder = builder.broker_uri("amqp://guest:guest@127.0.0.1:5672//");
-    }
-    if std::env::var_os("LOGCOLLECT_ACTIVITY_IDENTITY").is_none() {
-        builder = builder.activity_identity([("project", "logcollect"), ("subsystem", "web_axum")]);
-    }
-    let config = match builder.env().and_then(|b| b.build()) {
+    // Code gives defaults; every LOGCOLLECT_* variable that is set overrides them.
+    let config = match logcollect::Config::builder()
+        .broker_uri("amqp://guest:guest@127.0.0.1:5672//")
+        .activity_identity([("project", "logcollect"), ("subsystem", "web_axum")])
+        .env_overrides()
+        .and_then(|b| b.build())
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("web_axum: {e}");

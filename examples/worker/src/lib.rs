@@ -36,12 +36,9 @@ pub fn amqp_url() -> String {
 /// The logcollect configuration: `LOGCOLLECT_*`, with the local broker and
 /// an activity identity naming `subsystem` when the environment sets none.
 pub fn config(subsystem: &str) -> Result<logcollect::Config, logcollect::Error> {
-    let mut builder = logcollect::Config::builder();
-    if std::env::var_os("LOGCOLLECT_BROKER_URI").is_none() {
-        builder = builder.broker_uri("amqp://guest:guest@127.0.0.1:5672//");
-    }
-    if std::env::var_os("LOGCOLLECT_ACTIVITY_IDENTITY").is_none() {
-        builder = builder.activity_identity([("project", "logcollect"), ("subsystem", subsystem)]);
-    }
-    builder.env()?.build()
+    logcollect::Config::builder()
+        .broker_uri("amqp://guest:guest@127.0.0.1:5672//")
+        .activity_identity([("project", "logcollect"), ("subsystem", subsystem)])
+        .env_overrides()?
+        .build()
 }

@@ -1,18 +1,21 @@
 //! The ECS profile of the encoder ([`Profile::Ecs`](super::Profile)): the
 //! same [`RecordWriter`] API, but fields are collected while they are visited
-//! and laid out as nested objects in [`finish`]. Our fields are written at
-//! [`start`] (they never share a root with user fields); user fields are
-//! grouped into a small tree at the end.
+//! and laid out as nested objects in [`EcsParts::finish`]. Our fields are
+//! written in the head ([`EcsParts::head`]; they never share a root with user
+//! fields); user fields are grouped into a small tree at the end.
 
 use std::collections::HashMap;
+use std::error::Error as StdError;
 
-use super::{
-    cut, cut_to, hash_key, json_len, push_json_bytes, push_json_str, push_json_truncated, push_u64,
-    sanitize_key, write_timestamp, Encoded, Encoder, Kind, Location, Origin, RecordWriter, Scratch,
-    TypeTracker, SCRATCH,
+use super::json::{
+    cut_to, json_len, push_json_bytes, push_json_str, push_json_str_array, push_json_truncated,
+    push_u64,
 };
-use crate::config::Config;
-use crate::filter::Level;
+use super::keys::{hash_key, sanitize_key};
+use super::time::write_timestamp;
+use super::types::{Kind, TypeTracker};
+use super::{cut, error_text, Encoded, EncoderSettings, Head, RecordWriter, Scratch, SCRATCH};
+use crate::record::{ExceptionInfo, Level};
 
 /// The ECS version the records declare in `ecs.version`.
 pub const ECS_VERSION: &str = "8.11.0";
@@ -184,17 +187,17 @@ pub(crate) struct EcsParts {
 }
 
 impl EcsParts {
-    pub(crate) fn new(config: &Config) -> EcsParts {
+    pub(crate) fn new(settings: &EncoderSettings) -> EcsParts {
         let mut mid = String::with_capacity(256);
         mid.push_str(",\"ecs\":{\"version\":");
         push_json_str(&mut mid, ECS_VERSION);
         mid.push_str("},\"host\":{\"hostname\":");
-        push_json_str(&mut mid, &config.host);
+        push_json_str(&mut mid, &settings.host);
         mid.push_str(",\"name\":");
-        push_json_str(&mut mid, &config.host);
+        push_json_str(&mut mid, &settings.host);
         mid.push('}');
-        let service_key = config.ecs_service_key.as_str();
-        let service = config
+        let service_key = settings.ecs_service_key.as_str();
+        let service = settings
             .activity_identity
             .iter()
             .find(|(k, _)| k == service_key)
@@ -205,7 +208,7 @@ impl EcsParts {
             mid.push('}');
         }
         let mut labels: Vec<(String, &str)> = Vec::new();
-        for (k, v) in &config.activity_identity {
+        for (k, v) in &settings.activity_identity {
             // Labels are flat keywords: no dots, and a repeated key keeps
             // its first value.
             let key = sanitize_key(k, |_| false).replace('.', "_");
@@ -233,14 +236,9 @@ impl EcsParts {
             push_json_str(&mut mid, dataset);
             mid.push('}');
         }
-        mid.push_str(",\"tags\":[");
-        for (i, t) in config.tags.iter().enumerate() {
-            if i > 0 {
-                mid.push(',');
-            }
-            push_json_str(&mut mid, t);
-        }
-        mid.push_str("],\"event\":{");
+        mid.push_str(",\"tags\":");
+        push_json_str_array(&mut mid, &settings.tags);
+        mid.push_str(",\"event\":{");
         if let Some(dataset) = &dataset {
             // ECS: `event.dataset` should equal `data_stream.dataset`.
             mid.push_str("\"dataset\":");
@@ -249,17 +247,111 @@ impl EcsParts {
         }
         let process = format!(
             ",\"process\":{{\"pid\":{},\"thread\":{{\"name\":",
-            std::process::id()
+            settings.process_id
         );
         EcsParts {
             mid,
             process,
-            extra: config
+            extra: settings
                 .ecs_extra_prefix
                 .split('.')
                 .map(str::to_owned)
                 .collect(),
         }
+    }
+
+    /// The head: `{` and our fields up to `process`; user fields are
+    /// collected after it in the writer's buffer.
+    pub(crate) fn head(&self, h: &Head<'_>) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(512 + self.mid.len());
+        buf.extend_from_slice(b"{\"@timestamp\":\"");
+        write_timestamp(&mut buf, h.micros);
+        buf.extend_from_slice(b"\",\"log\":{\"level\":\"");
+        buf.extend_from_slice(level_name(h.level).as_bytes());
+        buf.extend_from_slice(b"\",\"logger\":");
+        push_json_bytes(&mut buf, cut(h.logger));
+        let loc = &h.loc;
+        if loc.file.is_some() || loc.line.is_some() {
+            buf.extend_from_slice(b",\"origin\":{\"file\":{");
+            if let Some(file) = loc.file {
+                buf.extend_from_slice(b"\"name\":");
+                push_json_bytes(&mut buf, cut(file));
+            }
+            if let Some(line) = loc.line {
+                if loc.file.is_some() {
+                    buf.push(b',');
+                }
+                buf.extend_from_slice(b"\"line\":");
+                push_u64(&mut buf, u64::from(line));
+            }
+            buf.extend_from_slice(b"}}");
+        }
+        buf.push(b'}');
+        buf.extend_from_slice(self.mid.as_bytes());
+        buf.extend_from_slice(b"\"sequence\":");
+        push_u64(&mut buf, h.seq);
+        buf.extend_from_slice(b",\"id\":\"");
+        let mut tmp = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        buf.extend_from_slice(h.id.hyphenated().encode_lower(&mut tmp).as_bytes());
+        buf.extend_from_slice(b"\"}");
+        buf.extend_from_slice(self.process.as_bytes());
+        h.origin.push_thread(&mut buf);
+        buf.extend_from_slice(b"}}");
+        buf
+    }
+
+    /// Keeps the raw key for [`finish`](Self::finish); the value follows in
+    /// the writer's buffer.
+    pub(crate) fn key(&self, w: &mut RecordWriter<'_>, key: &str, kind: Kind) -> bool {
+        let start = w.buf.len();
+        let s = w.scratch();
+        let k0 = s.keys.len();
+        s.keys.push_str(key);
+        s.ecs_fields.push(FieldKey {
+            key: (k0, s.keys.len()),
+            kind,
+        });
+        s.fields.push((start, start));
+        true
+    }
+
+    /// An exception that arrives already formatted (a Python traceback):
+    /// `error.*`, unless the record already has an error.
+    pub(crate) fn exception(&self, w: &mut RecordWriter<'_>, e: &ExceptionInfo) {
+        if w.ecs_error.is_some() || !w.error_chain.is_empty() || !w.scratch().exc.is_empty() {
+            return;
+        }
+        let s = w.scratch();
+        s.exc.clear();
+        s.exc.push_str(&e.message);
+        s.exc.push_str(&e.text);
+        let msg_len = e.message.len();
+        w.error_chain = e.chain.clone();
+        w.ecs_error = Some((e.type_name.clone(), msg_len, msg_len));
+    }
+
+    /// The first error of a record fills `error.*` (its field name is
+    /// `error.type`); later ones are ordinary string fields.
+    pub(crate) fn error(
+        &self,
+        w: &mut RecordWriter<'_>,
+        key: &str,
+        err: &(dyn StdError + 'static),
+    ) {
+        if w.ecs_error.is_none() {
+            let (text, msg_len, chain) = error_text(err);
+            w.scratch().exc = text;
+            w.error_chain = chain;
+            w.ecs_error = Some((key.to_owned(), msg_len, 0));
+            return;
+        }
+        w.display(key, format_args!("{err}"));
+    }
+
+    /// Builds the record: our head, `message`, `error`, `trace`, `span`,
+    /// `http`, then the user fields as nested objects; enforces the size cap.
+    pub(crate) fn finish(&self, w: RecordWriter<'_>) -> Encoded {
+        finish(self, w)
     }
 }
 
@@ -273,66 +365,6 @@ fn level_name(level: Level) -> &'static str {
         Level::Warning => "warn",
         Level::Error => "error",
         Level::Critical => "critical",
-    }
-}
-
-/// Writes our fields; user fields are collected after them in `buf`.
-pub(super) fn start<'e>(
-    enc: &'e Encoder,
-    parts: &EcsParts,
-    scratch: Box<Scratch>,
-    level: Level,
-    logger: &str,
-    loc: Location<'_>,
-    origin: Origin<'_>,
-) -> RecordWriter<'e> {
-    let micros = origin.micros();
-    let id = uuid::Uuid::now_v7();
-    let mut buf = Vec::with_capacity(512 + parts.mid.len());
-    buf.extend_from_slice(b"{\"@timestamp\":\"");
-    write_timestamp(&mut buf, micros);
-    buf.extend_from_slice(b"\",\"log\":{\"level\":\"");
-    buf.extend_from_slice(level_name(level).as_bytes());
-    buf.extend_from_slice(b"\",\"logger\":");
-    let logger_name = if logger.is_empty() { "root" } else { logger };
-    push_json_bytes(&mut buf, cut(logger_name));
-    if loc.file.is_some() || loc.line.is_some() {
-        buf.extend_from_slice(b",\"origin\":{\"file\":{");
-        if let Some(file) = loc.file {
-            buf.extend_from_slice(b"\"name\":");
-            push_json_bytes(&mut buf, cut(file));
-        }
-        if let Some(line) = loc.line {
-            if loc.file.is_some() {
-                buf.push(b',');
-            }
-            buf.extend_from_slice(b"\"line\":");
-            push_u64(&mut buf, u64::from(line));
-        }
-        buf.extend_from_slice(b"}}");
-    }
-    buf.push(b'}');
-    buf.extend_from_slice(parts.mid.as_bytes());
-    buf.extend_from_slice(b"\"sequence\":");
-    push_u64(&mut buf, enc.next_seq(micros));
-    buf.extend_from_slice(b",\"id\":\"");
-    let mut tmp = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    buf.extend_from_slice(id.hyphenated().encode_lower(&mut tmp).as_bytes());
-    buf.extend_from_slice(b"\"}");
-    buf.extend_from_slice(parts.process.as_bytes());
-    origin.push_thread(&mut buf);
-    buf.extend_from_slice(b"}}");
-    let head_end = buf.len();
-    RecordWriter {
-        enc,
-        scratch: Some(scratch),
-        buf,
-        head_end,
-        id,
-        routing_key: enc.routing_key(logger_name),
-        has_message: false,
-        error_chain: Vec::new(),
-        ecs_error: None,
     }
 }
 
@@ -375,11 +407,9 @@ impl ErrorParts<'_> {
     }
 }
 
-/// Builds the record: our head, `message`, `error`, `trace`, `span`,
-/// `http`, then the user fields as nested objects; enforces the size cap.
-pub(super) fn finish(mut w: RecordWriter<'_>) -> Encoded {
+/// [`EcsParts::finish`].
+fn finish(parts: &EcsParts, mut w: RecordWriter<'_>) -> Encoded {
     let enc = w.enc;
-    let parts = enc.ecs.as_deref().expect("an ECS writer has ECS parts");
     let mut scratch = w.scratch.take().expect("scratch is present until finish");
     let arena = std::mem::take(&mut w.buf);
     let head = &arena[..w.head_end];
@@ -591,8 +621,7 @@ fn parse_traceparent(val: &[u8], kind: Kind) -> Option<(Vec<u8>, Vec<u8>)> {
     // A valid value has no character JSON escapes, so the JSON text between
     // the quotes is the value itself.
     let text = std::str::from_utf8(&val[1..val.len() - 1]).ok()?;
-    let trace = crate::correlation::trace_id_from_traceparent(text)?;
-    let span = text.trim().split('-').nth(2)?;
+    let (trace, span) = super::traceparent::parse(text)?;
     let quoted = |s: &str| {
         let mut v = Vec::with_capacity(s.len() + 2);
         push_json_bytes(&mut v, s);

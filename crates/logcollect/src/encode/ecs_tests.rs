@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
-use super::super::{Profile, TYPE_TRACKING_MAX_KEYS};
+use super::super::{Encoder, Location, Profile, TYPE_TRACKING_MAX_KEYS};
 use super::*;
-use crate::config::ConfigBuilder;
+use crate::config::{Config, ConfigBuilder};
 use crate::record::Record;
 
 const IDENTITY: [(&str, &str); 2] = [("project", "demo"), ("application", "backend")];
@@ -26,7 +26,7 @@ fn ecs_config() -> ConfigBuilder {
 }
 
 fn encoder(b: ConfigBuilder) -> Encoder {
-    Encoder::new(&b.build().expect("valid test config"))
+    Encoder::new(&b.build().expect("valid test config").encoder_settings())
 }
 
 fn ecs() -> Encoder {

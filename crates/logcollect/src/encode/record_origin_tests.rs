@@ -6,7 +6,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+use super::json::MAX_NESTING;
+use super::time::civil;
 use super::*;
+use crate::config::Config;
 
 fn encoder(profile: Profile) -> Encoder {
     let config = Config::builder()
@@ -15,7 +18,7 @@ fn encoder(profile: Profile) -> Encoder {
         .profile(profile)
         .build()
         .expect("valid test config");
-    Encoder::new(&config)
+    Encoder::new(&config.encoder_settings())
 }
 
 fn body(enc: &Encoder, r: &Record) -> Map<String, Value> {

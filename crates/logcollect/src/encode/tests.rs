@@ -3,11 +3,15 @@
 //! key guards, value conversion, the size cap, error chains, re-entrancy, and
 //! property tests of the "always exactly one valid JSON object" promise.
 
+use super::keys::sanitize_key;
+use super::logcollect::RESERVED_KEYS;
+use super::time::{civil, write_timestamp};
 use super::*;
 
-use crate::config::ConfigBuilder;
+use crate::config::{Config, ConfigBuilder};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
+use std::time::SystemTime;
 
 /// The recorded Python output, kept at the workspace root
 /// (`tests/fixtures/python-0.14/README.md` says how it was recorded).
@@ -39,6 +43,30 @@ const SAME_AS_REFERENCE: &[&str] = &[
 
 // ---------------------------------------------------------------- helpers
 
+/// A stamp of this moment, as the shipper makes one.
+pub(super) fn now() -> Stamp {
+    Stamp {
+        micros: now_micros(),
+        id: uuid::Uuid::now_v7(),
+    }
+}
+
+/// Most tests stamp their records with the clock, as the shipper does.
+impl Encoder {
+    pub(crate) fn begin(
+        &self,
+        level: Level,
+        logger: &str,
+        loc: Location<'_>,
+    ) -> Option<RecordWriter<'_>> {
+        self.start(now(), level, logger, loc)
+    }
+
+    pub(crate) fn encode_record(&self, r: &Record) -> Option<Encoded> {
+        self.encode(r, now())
+    }
+}
+
 /// The reference configuration: host `vm`, identity `project=demo,
 /// application=backend`, everything else at its default.
 fn reference_config() -> ConfigBuilder {
@@ -46,7 +74,7 @@ fn reference_config() -> ConfigBuilder {
 }
 
 fn encoder(b: ConfigBuilder) -> Encoder {
-    Encoder::new(&b.build().expect("valid test config"))
+    Encoder::new(&b.build().expect("valid test config").encoder_settings())
 }
 
 fn capped(max: usize) -> Encoder {
@@ -820,9 +848,9 @@ fn identity_replacing_every_builtin_still_gives_valid_json() {
     // valid without it all the same (every built-in replaced, the identity
     // opens the object).
     let with_identity = |b: ConfigBuilder, pairs: Vec<(String, String)>| {
-        let mut config = b.build().unwrap();
-        config.activity_identity = pairs;
-        Encoder::new(&config)
+        let mut settings = b.build().unwrap().encoder_settings();
+        settings.activity_identity = pairs;
+        Encoder::new(&settings)
     };
     let enc = with_identity(
         reference_config(),

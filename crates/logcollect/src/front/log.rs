@@ -5,7 +5,7 @@ use std::time::Duration;
 use log::kv::{self, VisitSource};
 
 use crate::encode::{Location, RecordWriter};
-use crate::filter::Level;
+use crate::record::Level;
 use crate::ship::{suppressed, Shipper};
 
 /// A `log::Log` that ships every record it accepts. Install it with
@@ -25,14 +25,19 @@ impl LogcollectLogger {
 
     /// The most verbose `log` level this logger can accept, for `log::set_max_level`.
     pub fn max_level(&self) -> log::LevelFilter {
-        match self.shipper.config().filter().max_level() {
-            None => log::LevelFilter::Off,
-            Some(Level::Trace) => log::LevelFilter::Trace,
-            Some(Level::Debug) => log::LevelFilter::Debug,
-            Some(Level::Info) => log::LevelFilter::Info,
-            Some(Level::Warning) => log::LevelFilter::Warn,
-            Some(Level::Error | Level::Critical) => log::LevelFilter::Error,
-        }
+        level_filter(self.shipper.filter().max_level())
+    }
+}
+
+/// `log`'s maximum level for a filter's most verbose level.
+pub(crate) fn level_filter(max: Option<Level>) -> log::LevelFilter {
+    match max {
+        None => log::LevelFilter::Off,
+        Some(Level::Trace) => log::LevelFilter::Trace,
+        Some(Level::Debug) => log::LevelFilter::Debug,
+        Some(Level::Info) => log::LevelFilter::Info,
+        Some(Level::Warning) => log::LevelFilter::Warn,
+        Some(Level::Error | Level::Critical) => log::LevelFilter::Error,
     }
 }
 
@@ -51,7 +56,6 @@ impl log::Log for LogcollectLogger {
         !suppressed()
             && self
                 .shipper
-                .config()
                 .wants(metadata.target(), level(metadata.level()))
     }
 
@@ -63,10 +67,7 @@ impl log::Log for LogcollectLogger {
         }
         let lvl = level(record.level());
         let target = record.target();
-        if !self.shipper.config().wants(target, lvl) {
-            return;
-        }
-        if !self.shipper.has_room() {
+        if !self.shipper.wants(target, lvl) {
             return;
         }
         let loc = Location {
@@ -74,16 +75,14 @@ impl log::Log for LogcollectLogger {
             line: record.line(),
             module: record.module_path(),
         };
-        let Some(mut w) = self.shipper.inner.encoder.begin(lvl, target, loc) else {
-            self.shipper.count_reentrant();
-            return;
-        };
-        w.message_fmt(*record.args());
-        let _ = record.key_values().visit(&mut KvVisitor(&mut w));
-        #[cfg(feature = "tracing")]
-        crate::front::tracing::add_current_span_fields(&mut w);
-        let encoded = w.finish();
-        self.shipper.enqueue(encoded);
+        self.shipper.emit(lvl, target, loc, |w| {
+            w.message_fmt(*record.args());
+            let _ = record.key_values().visit(&mut KvVisitor(&mut *w));
+            // A `log` record made inside a `tracing` span carries the span's
+            // fields, as an event there does.
+            #[cfg(feature = "tracing")]
+            super::spans::add_current(w);
+        });
     }
 
     fn flush(&self) {

@@ -11,8 +11,9 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::encode::{push_f64, push_json_bytes, push_u64, JsonStrWriter, Location, RecordWriter};
-use crate::filter::Level;
+use super::spans::{write_trace_ids, SpanFields};
+use crate::encode::{Location, RecordWriter};
+use crate::record::Level;
 use crate::ship::{suppressed, Shipper};
 
 /// A `tracing_subscriber::Layer` that ships every event it accepts, with the
@@ -61,89 +62,6 @@ pub(crate) fn level(l: &tracing_core::Level) -> Level {
         tracing_core::Level::DEBUG => Level::Debug,
         _ => Level::Trace,
     }
-}
-
-/// A span's fields, pre-encoded as JSON values when the span is created, so
-/// each event inside it only copies bytes.
-#[derive(Debug, Default)]
-struct SpanFields(Vec<(&'static str, String)>);
-
-impl SpanFields {
-    fn set(&mut self, key: &'static str, json: String) {
-        match self.0.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = json,
-            None => self.0.push((key, json)),
-        }
-    }
-}
-
-impl Visit for SpanFields {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let mut v = Vec::new();
-        v.push(b'"');
-        let _ = write!(JsonStrWriter(&mut v), "{value:?}");
-        v.push(b'"');
-        self.set(field.name(), into_string(v));
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let mut v = Vec::new();
-        push_json_bytes(&mut v, value);
-        self.set(field.name(), into_string(v));
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.set(field.name(), value.to_string());
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        let mut v = Vec::new();
-        push_u64(&mut v, value);
-        self.set(field.name(), into_string(v));
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        let mut v = Vec::new();
-        push_f64(&mut v, value);
-        self.set(field.name(), into_string(v));
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.set(field.name(), value.to_string());
-    }
-    fn record_error(&mut self, field: &Field, value: &(dyn StdError + 'static)) {
-        self.record_str(field, &value.to_string());
-    }
-    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
-        self.record_str(field, &String::from_utf8_lossy(value));
-    }
-}
-
-fn into_string(v: Vec<u8>) -> String {
-    // Everything pushed above is valid UTF-8 (escaped valid UTF-8 input).
-    String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
-/// Adds the fields of the current `tracing` span and its parents (innermost
-/// wins) to a record from another front-end, so a `log` record made inside a
-/// request or task span carries `request_id`, `correlation_id`… as a
-/// `tracing` event there does. Needs the spans to be in a registry with the
-/// logcollect layer (as `boot::default_config` sets up).
-#[cfg(feature = "log")]
-pub(crate) fn add_current_span_fields(w: &mut RecordWriter<'_>) {
-    use tracing_subscriber::registry::Registry;
-    let _ = tracing::Span::current().with_subscriber(|(id, dispatch)| {
-        let Some(registry) = dispatch.downcast_ref::<Registry>() else {
-            return;
-        };
-        let Some(span) = registry.span(id) else {
-            return;
-        };
-        for span in span.scope() {
-            let ext = span.extensions();
-            if let Some(fields) = ext.get::<SpanFields>() {
-                for (k, json) in &fields.0 {
-                    w.raw(k, json);
-                }
-            }
-            crate::correlation::write_trace_ids(&ext, w);
-        }
-    });
 }
 
 /// Writes an event's fields into the record.
@@ -251,10 +169,7 @@ where
         // Events bridged from `log` pass the filter as target "log": their
         // real target is checked here.
         let checked = self.prefiltered && normalized.is_none();
-        if !checked && !self.shipper.config().wants(target, lvl) {
-            return;
-        }
-        if !self.shipper.has_room() {
+        if !checked && !self.shipper.wants(target, lvl) {
             return;
         }
         let loc = Location {
@@ -262,26 +177,20 @@ where
             line: meta.line(),
             module: meta.module_path(),
         };
-        let Some(mut w) = self.shipper.inner.encoder.begin(lvl, target, loc) else {
-            self.shipper.count_reentrant();
-            return;
-        };
-        event.record(&mut EventVisitor {
-            w: &mut w,
-            skip_log_fields: normalized.is_some(),
-        });
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope {
-                let ext = span.extensions();
-                if let Some(fields) = ext.get::<SpanFields>() {
-                    for (k, json) in &fields.0 {
-                        w.raw(k, json);
+        self.shipper.emit(lvl, target, loc, |w| {
+            event.record(&mut EventVisitor {
+                w: &mut *w,
+                skip_log_fields: normalized.is_some(),
+            });
+            if let Some(scope) = ctx.event_scope(event) {
+                for span in scope {
+                    let ext = span.extensions();
+                    if let Some(fields) = ext.get::<SpanFields>() {
+                        fields.write_to(w);
                     }
+                    write_trace_ids(&ext, w);
                 }
-                crate::correlation::write_trace_ids(&ext, &mut w);
             }
-        }
-        let encoded = w.finish();
-        self.shipper.enqueue(encoded);
+        });
     }
 }

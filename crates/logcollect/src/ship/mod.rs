@@ -28,7 +28,7 @@ mod sim;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -37,9 +37,10 @@ use tokio::sync::mpsc;
 pub use stats::Stats;
 
 use crate::config::Config;
-use crate::encode::{Encoded, Encoder};
+use crate::encode::{Encoded, Encoder, Location, RecordWriter, Stamp};
 use crate::error::{Error, ErrorKind, ShutdownError};
-use crate::record::Record;
+use crate::filter::Filter;
+use crate::record::{Level, Record};
 use crate::report::Reporter;
 use driver::Control;
 use intake::{Intake, Refusal};
@@ -64,8 +65,11 @@ pub(crate) fn suppressed() -> bool {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 pub(crate) struct Inner {
-    pub(crate) config: Config,
-    pub(crate) encoder: Encoder,
+    config: Config,
+    /// The level filter in force: the configuration's at first, replaced at
+    /// run time through a level handle.
+    filter: RwLock<Filter>,
+    encoder: Encoder,
     intake: Arc<Intake>,
     ctrl: mpsc::UnboundedSender<Control>,
     reporter: Arc<Reporter>,
@@ -74,6 +78,10 @@ pub(crate) struct Inner {
     reentrant: AtomicU64,
     shut: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set for a capturing shipper (`testing`): records go here instead of
+    /// to a thread and a broker.
+    #[cfg(feature = "testing")]
+    capture: Option<Mutex<Vec<Encoded>>>,
 }
 
 /// A handle to the shipper thread: cheap to clone, shared by the front-ends.
@@ -85,7 +93,7 @@ pub(crate) struct Inner {
 /// their timeout.
 #[derive(Clone)]
 pub struct Shipper {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 impl fmt::Debug for Shipper {
@@ -164,7 +172,8 @@ impl ShipperBuilder {
         let reporter = Arc::new(Reporter::default());
         let last_error = Arc::new(Mutex::new(None));
         let inner = Arc::new(Inner {
-            encoder: Encoder::new(&config),
+            encoder: Encoder::new(&config.encoder_settings()),
+            filter: RwLock::new(config.filter.clone()),
             config: config.clone(),
             intake: intake.clone(),
             ctrl,
@@ -174,6 +183,8 @@ impl ShipperBuilder {
             reentrant: AtomicU64::new(0),
             shut: AtomicBool::new(false),
             thread: Mutex::new(None),
+            #[cfg(feature = "testing")]
+            capture: None,
         });
         let settings = settings(&config, rand::random());
         let handle = std::thread::Builder::new()
@@ -267,19 +278,50 @@ impl Shipper {
         &self.inner.config
     }
 
+    /// The level filter in force now: the configuration's, or the last one
+    /// a level handle set.
+    pub fn filter(&self) -> Filter {
+        self.inner
+            .filter
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the level filter; the front-ends' caches are the caller's
+    /// to refresh (the level handle does).
+    #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
+    pub(crate) fn set_filter(&self, filter: Filter) {
+        *self
+            .inner
+            .filter
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = filter;
+    }
+
+    /// Whether a record of `level` from `target` passes the filter in force
+    /// and is not from an ignored target.
+    #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
+    pub(crate) fn wants(&self, target: &str, level: Level) -> bool {
+        self.passes(target, level) && !self.inner.config.ignores(target)
+    }
+
+    fn passes(&self, target: &str, level: Level) -> bool {
+        self.inner
+            .filter
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .enabled(target, level)
+    }
+
     /// Encodes and queues a hand-built record (subject to the level filter
     /// but not to the ignored targets). Returns whether it was accepted;
     /// refusals are counted in [`Stats`].
     pub fn submit(&self, record: &Record) -> bool {
-        if !self
-            .inner
-            .config
-            .filter
-            .enabled(&record.logger, record.level)
-        {
+        if !self.passes(&record.logger, record.level) {
             return false;
         }
-        match self.inner.encoder.encode_record(record) {
+        match self.inner.encoder.encode(record, Stamp::now()) {
             Some(e) => self.enqueue(e),
             None => {
                 self.count_reentrant();
@@ -288,8 +330,81 @@ impl Shipper {
         }
     }
 
+    /// The front-ends' one way in: when the queue has room, starts a record
+    /// stamped now, lets `fill` write its message and fields, encodes it and
+    /// queues it, all on the calling thread and without blocking. A record
+    /// made while this thread is already encoding one (a `Display` impl that
+    /// logs) is dropped and counted instead of recursing.
+    #[inline]
+    #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
+    pub(crate) fn emit(
+        &self,
+        level: Level,
+        logger: &str,
+        loc: Location<'_>,
+        fill: impl FnOnce(&mut RecordWriter<'_>),
+    ) {
+        // Checked before encoding, so that while memory is full a log call
+        // costs a check instead of a whole encode.
+        if !self.has_room() {
+            return;
+        }
+        let Some(mut w) = self.inner.encoder.start(Stamp::now(), level, logger, loc) else {
+            self.count_reentrant();
+            return;
+        };
+        fill(&mut w);
+        self.enqueue(w.finish());
+    }
+
+    /// A shipper without a thread or a broker that keeps every record it
+    /// accepts, for [`testing`](crate::testing).
+    #[cfg(feature = "testing")]
+    pub(crate) fn capturing(config: Config) -> Shipper {
+        let intake = Arc::new(Intake::new(intake::Limits {
+            max_records: config.queue_capacity,
+            max_bytes: config.queue_max_bytes,
+            wake_batch: wake_batch(&config),
+        }));
+        let (ctrl, _) = mpsc::unbounded_channel();
+        Shipper {
+            inner: Arc::new(Inner {
+                encoder: Encoder::new(&config.encoder_settings()),
+                filter: RwLock::new(config.filter.clone()),
+                config,
+                intake,
+                ctrl,
+                reporter: Arc::new(Reporter::default()),
+                last_error: Arc::new(Mutex::new(None)),
+                truncated: AtomicU64::new(0),
+                reentrant: AtomicU64::new(0),
+                shut: AtomicBool::new(true),
+                thread: Mutex::new(None),
+                capture: Some(Mutex::new(Vec::new())),
+            }),
+        }
+    }
+
+    /// The records a capturing shipper kept so far, taken out.
+    #[cfg(feature = "testing")]
+    pub(crate) fn take_captured(&self) -> Vec<Encoded> {
+        self.inner
+            .capture
+            .as_ref()
+            .map(|c| std::mem::take(&mut *c.lock().unwrap_or_else(PoisonError::into_inner)))
+            .unwrap_or_default()
+    }
+
     /// Hands an encoded record to the shipper thread without blocking.
-    pub(crate) fn enqueue(&self, e: Encoded) -> bool {
+    fn enqueue(&self, e: Encoded) -> bool {
+        #[cfg(feature = "testing")]
+        if let Some(capture) = &self.inner.capture {
+            capture
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(e);
+            return true;
+        }
         let truncated = e.truncated;
         match self.inner.intake.push(e) {
             Ok(_) => {
@@ -310,8 +425,7 @@ impl Shipper {
     /// costs a check instead of a whole encode. A record that finds no room
     /// is counted as refused here.
     #[inline]
-    #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
-    pub(crate) fn has_room(&self) -> bool {
+    fn has_room(&self) -> bool {
         match self.inner.intake.has_room() {
             Ok(()) => true,
             Err(r) => {
@@ -343,8 +457,7 @@ impl Shipper {
     }
 
     /// Counts a record dropped because it was made while encoding another.
-    #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
-    pub(crate) fn count_reentrant(&self) {
+    fn count_reentrant(&self) {
         self.inner.reentrant.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -360,6 +473,7 @@ impl Shipper {
             l(&inner.reentrant),
         ];
         let mut stats = Stats::from_parts(accepted, &snap, refused, l(&inner.truncated));
+        stats.redacted = inner.encoder.redacted();
         stats.last_error = inner.last_error.lock().ok().and_then(|e| e.clone());
         stats
     }

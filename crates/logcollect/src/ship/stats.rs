@@ -117,6 +117,9 @@ pub struct Stats {
     pub dropped_reentrant: u64,
     /// Records cut to the size cap (delivered, marked `truncated`).
     pub truncated: u64,
+    /// Field values sent as `[redacted]` (their name or value matched a
+    /// redaction pattern).
+    pub redacted: u64,
     /// Messages published (including republishes; a batch is one message).
     pub published: u64,
     /// Records published again after a nack or a lost connection.
@@ -238,6 +241,7 @@ impl Stats {
             dropped_after_shutdown: refused[2],
             dropped_reentrant: refused[3],
             truncated,
+            redacted: 0,
             published: s.published,
             republished: s.republished,
             nacked: s.nacked,

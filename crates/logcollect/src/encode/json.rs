@@ -1,0 +1,273 @@
+//! JSON text writing, shared by both profiles: strings escaped (UTF-8 kept
+//! as it is), numbers, strings cut to a byte budget on a character boundary,
+//! and nested values (arrays and objects) bounded in depth.
+
+use std::fmt::{self, Write as _};
+
+use super::keys::{hash_key, sanitize_key};
+use crate::record::FieldValue;
+
+/// Nested values (arrays and objects in a field) deeper than this are sent
+/// as a string holding their JSON: Elasticsearch refuses objects nested
+/// deeper than 20 (`index.mapping.depth.limit`), and a bound keeps a
+/// pathological value from exhausting the caller's stack.
+pub(crate) const MAX_NESTING: usize = 20;
+/// Inside such a string, levels beyond this are written as `"…"`: the text
+/// stays bounded whatever the value's depth.
+const MAX_NESTING_TEXT: usize = 64;
+
+/// Appends `n` in decimal.
+pub(crate) fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&tmp[i..]);
+}
+
+pub(crate) fn push_f64(buf: &mut Vec<u8>, v: f64) {
+    if v.is_nan() {
+        buf.extend_from_slice(b"\"NaN\"");
+    } else if v.is_infinite() {
+        buf.extend_from_slice(if v > 0.0 {
+            b"\"Infinity\""
+        } else {
+            b"\"-Infinity\""
+        });
+    } else {
+        // `{:?}` keeps a `.0` on whole numbers (as Python: `3.0`) and uses
+        // exponents JSON accepts (`1e300`).
+        let _ = write!(JsonRaw(buf), "{v:?}");
+    }
+}
+
+struct JsonRaw<'a>(&'a mut Vec<u8>);
+impl fmt::Write for JsonRaw<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Escapes everything written into it as JSON string content.
+pub(crate) struct JsonStrWriter<'a>(pub(crate) &'a mut Vec<u8>);
+impl fmt::Write for JsonStrWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        push_json_content(self.0, s);
+        Ok(())
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `s` as JSON string content (no quotes). UTF-8 is written as is;
+/// `"`, `\` and control characters are escaped.
+pub(crate) fn push_json_content(buf: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    // Most strings (paths, module names, messages) need no escape at all: a
+    // simple scan the compiler vectorises, then one copy.
+    let needs_escape = |b: &u8| *b < 0x20 || *b == b'"' || *b == b'\\' || *b == 0x7f;
+    let Some(first) = bytes.iter().position(needs_escape) else {
+        buf.extend_from_slice(bytes);
+        return;
+    };
+    buf.extend_from_slice(&bytes[..first]);
+    let mut start = first;
+    for (i, &b) in bytes.iter().enumerate().skip(first) {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            buf.extend_from_slice(b"\\u00");
+            buf.push(HEX[(b >> 4) as usize]);
+            buf.push(HEX[(b & 0xf) as usize]);
+        } else {
+            buf.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+}
+
+pub(crate) fn push_json_bytes(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    push_json_content(buf, s);
+    buf.push(b'"');
+}
+
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
+    let mut v = Vec::with_capacity(s.len() + 2);
+    push_json_bytes(&mut v, s);
+    // Escaping ASCII bytes of valid UTF-8 keeps it valid UTF-8.
+    out.push_str(&String::from_utf8(v).unwrap_or_default());
+}
+
+/// Appends `["a","b",…]`.
+pub(crate) fn push_json_str_array(out: &mut String, items: &[String]) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, item);
+    }
+    out.push(']');
+}
+
+/// Length of `s` once escaped, quotes included.
+pub(crate) fn json_len(s: &str) -> usize {
+    let mut v = Vec::new();
+    push_json_bytes(&mut v, s);
+    v.len()
+}
+
+/// Appends `s` as a JSON string of at most `max` bytes (quotes included); a
+/// cut string ends with `…[truncated]`. Cuts only between characters, so no
+/// escape sequence or UTF-8 sequence is ever split.
+pub(crate) fn push_json_truncated(buf: &mut Vec<u8>, s: &str, max: usize) {
+    const MARK: &str = "…[truncated]";
+    let start = buf.len();
+    push_json_bytes(buf, s);
+    if buf.len() - start <= max {
+        return;
+    }
+    buf.truncate(start);
+    buf.push(b'"');
+    let budget = max.saturating_sub(2 + MARK.len());
+    let mut one = Vec::with_capacity(8);
+    let mut tmp = [0u8; 4];
+    for c in s.chars() {
+        one.clear();
+        push_json_content(&mut one, c.encode_utf8(&mut tmp));
+        if buf.len() - start - 1 + one.len() > budget {
+            break;
+        }
+        buf.extend_from_slice(&one);
+    }
+    buf.extend_from_slice(MARK.as_bytes());
+    buf.push(b'"');
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub(crate) fn cut_to(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+pub(crate) fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+/// Appends a nested value (an element or member of an array or object
+/// field) as JSON. Keys get the top-level rewrites (`@`, `_`, `[` `]`)
+/// except the renaming of our own field names, which only matters at the
+/// top; a repeated key keeps its first value. Below [`MAX_NESTING`] levels
+/// the rest is a string holding its JSON.
+pub(crate) fn push_nested(buf: &mut Vec<u8>, v: &FieldValue, depth: usize) {
+    match v {
+        FieldValue::Null => buf.extend_from_slice(b"null"),
+        FieldValue::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),
+        FieldValue::I64(i) => {
+            if *i < 0 {
+                buf.push(b'-');
+            }
+            push_u64(buf, i.unsigned_abs());
+        }
+        FieldValue::U64(u) => push_u64(buf, *u),
+        FieldValue::F64(f) => push_f64(buf, *f),
+        FieldValue::Str(s) => push_json_bytes(buf, s),
+        FieldValue::Array(_) | FieldValue::Object(_) if depth >= MAX_NESTING => {
+            let mut inner = Vec::new();
+            push_nested_text(&mut inner, v, 0);
+            // The inner text is valid UTF-8 JSON: escape it as one string.
+            push_json_bytes(buf, &String::from_utf8_lossy(&inner));
+        }
+        FieldValue::Array(items) => push_items(buf, items, |buf, v| push_nested(buf, v, depth + 1)),
+        FieldValue::Object(members) => {
+            push_members(buf, members, |buf, v| push_nested(buf, v, depth + 1))
+        }
+    }
+}
+
+/// The JSON text of a value nested too deep, itself bounded at
+/// [`MAX_NESTING_TEXT`] levels.
+fn push_nested_text(buf: &mut Vec<u8>, v: &FieldValue, depth: usize) {
+    match v {
+        FieldValue::Array(_) | FieldValue::Object(_) if depth >= MAX_NESTING_TEXT => {
+            push_json_bytes(buf, "…");
+        }
+        FieldValue::Array(items) => {
+            push_items(buf, items, |buf, v| push_nested_text(buf, v, depth + 1))
+        }
+        FieldValue::Object(members) => {
+            push_members(buf, members, |buf, v| push_nested_text(buf, v, depth + 1))
+        }
+        scalar => push_nested(buf, scalar, 0),
+    }
+}
+
+/// `[v,…]`.
+fn push_items(
+    buf: &mut Vec<u8>,
+    items: &[FieldValue],
+    mut value: impl FnMut(&mut Vec<u8>, &FieldValue),
+) {
+    buf.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        value(buf, item);
+    }
+    buf.push(b']');
+}
+
+/// `{"k":v,…}` with cleaned keys, the first of repeated keys winning.
+fn push_members(
+    buf: &mut Vec<u8>,
+    members: &[(String, FieldValue)],
+    mut value: impl FnMut(&mut Vec<u8>, &FieldValue),
+) {
+    let mut seen = std::collections::HashSet::with_capacity(members.len());
+    buf.push(b'{');
+    for (k, v) in members {
+        let clean = sanitize_key(k, |_| false);
+        if !seen.insert(hash_key(&clean)) {
+            continue;
+        }
+        if seen.len() > 1 {
+            buf.push(b',');
+        }
+        push_json_bytes(buf, &clean);
+        buf.push(b':');
+        value(buf, v);
+    }
+    buf.push(b'}');
+}
