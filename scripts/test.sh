@@ -9,6 +9,8 @@ echo "== nothing tracked refers to a path outside the repository"
 bash scripts/check-self-contained.sh
 echo "== the core's modules depend one way (ARCHITECTURE.md)"
 bash scripts/check-layers.sh
+echo "== no lapin type in the core's default public API (rustdoc JSON, nightly)"
+bash scripts/check-public-api.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
@@ -21,6 +23,7 @@ echo "== each feature of the core alone"
 cargo check -q -p logcollect --no-default-features
 cargo check -q -p logcollect --no-default-features --features log
 cargo check -q -p logcollect --no-default-features --features tracing
+cargo check -q -p logcollect --no-default-features --features lapin-api
 echo "== cargo test (unit, doc, integration against the real broker)"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

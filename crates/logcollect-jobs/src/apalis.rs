@@ -16,8 +16,9 @@
 //! metadata as `correlation_id`, and a header reaches it only when its name
 //! starts with `x-apalis-` (without that prefix): the bare `CORRELATION_ID`
 //! and `traceparent` headers are not visible to apalis jobs. Send the id in
-//! the `correlation_id` property ([`logcollect::correlation::inject_properties`]
-//! does), or from an apalis producer with [`inject_metadata`].
+//! the `correlation_id` property (`logcollect::correlation::inject_properties`
+//! does, with logcollect's `lapin-api` feature), or from an apalis producer
+//! with [`inject_metadata`].
 //!
 //! ```no_run
 //! use apalis_amqp::AmqpBackend;
@@ -167,7 +168,7 @@ pub fn correlation_id(md: &MetadataStore) -> Option<String> {
 /// Puts `id` into a task's metadata for an apalis producer: as
 /// `correlation_id` (the AMQP property with `apalis-amqp`) and
 /// `traceparent` (header `x-apalis-traceparent`), each only when the
-/// metadata has none: as [`logcollect::correlation::inject_properties`],
+/// metadata has none: as `logcollect::correlation::inject_properties`,
 /// this never replaces someone else's RPC id or trace context.
 pub fn inject_metadata(md: &mut MetadataStore, id: &str) {
     // Keys and values are plain strings; insertion cannot fail for them.

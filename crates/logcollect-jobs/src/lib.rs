@@ -45,9 +45,11 @@
 //! | `correlation_id` | `correlation_id`; when unset, the id of the scope the task runs in ([`logcollect::correlation::current`]), else a new UUIDv7 |
 //!
 //! Read the correlation id from the message with
-//! [`logcollect::correlation::extract_properties`] (AMQP: the
+//! [`logcollect::correlation::extract`] over its headers and its
+//! `correlation_id` property (or `correlation::extract_properties` on a
+//! lapin message, with logcollect's `lapin-api` feature): the
 //! `CORRELATION_ID` header, then the `correlation_id` property, then
-//! `traceparent`), so a job enqueued by a web request logs under the
+//! `traceparent`, so a job enqueued by a web request logs under the
 //! request's id.
 //!
 //! ## Which records a worker ships: [`Collect`]

@@ -42,32 +42,39 @@
 //! matches replies with, and a `traceparent` belongs to the tracer that wrote
 //! it. Neither is ever overwritten.
 //!
-//! | carrier | written by [`inject_headers`] / [`inject_properties`] | read by [`extract_headers`] / [`extract_properties`], in this order |
+//! The helpers work over any header map: [`Headers`] is implemented for
+//! `HashMap<String, String>` and `BTreeMap<String, String>`, and is small
+//! enough to implement for another carrier. With the `lapin-api` feature,
+//! lapin's `FieldTable` implements it too, and `inject_properties` /
+//! `extract_properties` work on lapin's `BasicProperties` (that feature
+//! follows lapin's major versions; the rest of this module does not name
+//! lapin).
+//!
+//! | carrier | written by [`inject_headers`] (and `inject_properties`) | read by [`extract_headers`] / [`extract`] (and `extract_properties`), in this order |
 //! |---|---|---|
 //! | header `CORRELATION_ID` ([`HEADER`]; Python logcollect, asgi-correlation-id's Celery extension) | the id (this header is the id's own carrier) | 1st |
 //! | header `root_id` (Celery protocol 2: the first task of the flow) | never | 2nd, when the message is a Celery task (it has a `task` header) |
 //! | header `parent_id` (Celery: the task that sent this one) | never | 3rd, likewise |
 //! | header `id` (Celery: this task) | never | 4th, likewise |
-//! | basic property `correlation_id` (Celery: the task id; RPC: the reply's key) | the id, only when the message has none ([`inject_properties`]) | 5th ([`extract_properties`]) |
+//! | basic property `correlation_id` (Celery: the task id; RPC: the reply's key) | the id, only when the message has none (`inject_properties`) | 5th (the `property` of [`extract`]) |
 //! | header `traceparent` ([`TRACEPARENT_HEADER`], W3C) | only when the message has none: `00-<trace id>-<span id>-00`, the trace id being the id's 32 hex digits when the id is a UUID, random otherwise; flags `00`, see [`traceparent`] | 6th: the trace id, 32 lowercase hex digits |
 //!
 //! Values read from a message are untrusted: one that is not a valid id
 //! ([`is_valid`]: 1 to 128 characters of `A-Z a-z 0-9 . _ : -`) is skipped.
-//! [`Sources`] applies the same order to carriers other than lapin's types.
+//! [`Sources`] applies the same order to values you read yourself.
 //!
 //! With OpenTelemetry propagation, inject the trace context first (its
 //! propagator writes `traceparent`), then call these helpers: they add the
 //! correlation id and keep the trace context as it is.
 //!
-//! ```no_run
-//! # async fn send(channel: lapin::Channel) -> Result<(), lapin::Error> {
-//! let id = logcollect::correlation::current()
-//!     .unwrap_or_else(logcollect::correlation::generate);
-//! let props = logcollect::correlation::inject_properties(lapin::BasicProperties::default(), &id);
-//! channel
-//!     .basic_publish("".into(), "jobs".into(), Default::default(), b"{}", props)
-//!     .await?;
-//! # Ok(()) }
+//! ```
+//! use std::collections::HashMap;
+//!
+//! let mut headers = HashMap::new();
+//! logcollect::correlation::inject_headers(&mut headers, "order-42");
+//! assert_eq!(headers["CORRELATION_ID"], "order-42");
+//! assert!(headers["traceparent"].starts_with("00-"));
+//! assert_eq!(logcollect::correlation::extract_headers(&headers).as_deref(), Some("order-42"));
 //! ```
 //!
 //! ## New ids
@@ -76,10 +83,10 @@
 //! Kibana). [`IdGenerator`] chooses another kind where a neighbour expects
 //! it: asgi-correlation-id, for one, accepts only UUIDv4 by default.
 
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::BasicProperties;
+use std::hash::BuildHasher;
 
 /// The record field (and span field) that holds the correlation id.
 pub const FIELD: &str = "correlation_id";
@@ -214,8 +221,8 @@ pub fn trace_id_from_traceparent(value: &str) -> Option<&str> {
 }
 
 /// The values a message or request carries that may hold its correlation
-/// id, for any carrier (lapin's types have [`extract_properties`]; a job
-/// framework's metadata map or an HTTP request fill this by hand).
+/// id, for any carrier ([`extract`] reads a header map; a job framework's
+/// metadata or an HTTP request fill this by hand).
 /// [`choose`](Sources::choose) takes the first valid one in field order.
 ///
 /// ```
@@ -323,56 +330,103 @@ impl RequestIds {
     }
 }
 
+/// A message's (or a request's) headers as the correlation helpers read and
+/// write them: names with text values.
+///
+/// Implemented for `HashMap<String, String>` and `BTreeMap<String, String>`,
+/// and, with the `lapin-api` feature, for lapin's `FieldTable`. For another
+/// carrier (another AMQP client's header table, a job framework's metadata),
+/// implement it on a small wrapper:
+///
+/// ```
+/// use std::borrow::Cow;
+///
+/// struct Meta(Vec<(String, String)>);
+///
+/// impl logcollect::correlation::Headers for Meta {
+///     fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+///         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| Cow::from(v.as_str()))
+///     }
+///     fn set(&mut self, name: &str, value: &str) {
+///         self.0.retain(|(k, _)| k != name);
+///         self.0.push((name.to_owned(), value.to_owned()));
+///     }
+/// }
+///
+/// let mut meta = Meta(Vec::new());
+/// logcollect::correlation::inject_headers(&mut meta, "order-42");
+/// assert_eq!(logcollect::correlation::extract_headers(&meta).as_deref(), Some("order-42"));
+/// ```
+pub trait Headers {
+    /// The value of header `name` as text; `None` when there is no such
+    /// header or its value is not text (AMQP carries numbers, voids and
+    /// tables in headers too).
+    fn get(&self, name: &str) -> Option<Cow<'_, str>>;
+
+    /// Whether there is a header `name`, whatever its value. The default is
+    /// `get(name).is_some()`; a carrier whose headers may hold values that
+    /// are not text overrides it, so that [`inject_headers`] keeps a
+    /// `traceparent` of any type.
+    fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Sets header `name` to `value`, replacing a previous value.
+    fn set(&mut self, name: &str, value: &str);
+}
+
+impl<S: BuildHasher> Headers for HashMap<String, String, S> {
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+        HashMap::get(self, name).map(|v| Cow::Borrowed(v.as_str()))
+    }
+    fn set(&mut self, name: &str, value: &str) {
+        self.insert(name.to_owned(), value.to_owned());
+    }
+}
+
+impl Headers for BTreeMap<String, String> {
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+        BTreeMap::get(self, name).map(|v| Cow::Borrowed(v.as_str()))
+    }
+    fn set(&mut self, name: &str, value: &str) {
+        self.insert(name.to_owned(), value.to_owned());
+    }
+}
+
 /// Writes `id` into `headers`: `CORRELATION_ID` = `id` (the header is the
 /// id's own carrier, so a previous value is replaced) and, when `headers`
 /// has no `traceparent`, one derived from the id (see [`traceparent`]). An
 /// existing `traceparent` is kept as it is, whatever its value.
-pub fn inject_headers(headers: &mut FieldTable, id: &str) {
-    headers.insert(ShortString::from(HEADER), AMQPValue::LongString(id.into()));
-    if !headers.contains_key(TRACEPARENT_HEADER) {
-        headers.insert(
-            ShortString::from(TRACEPARENT_HEADER),
-            AMQPValue::LongString(traceparent(id).into()),
-        );
+pub fn inject_headers<H: Headers + ?Sized>(headers: &mut H, id: &str) {
+    headers.set(HEADER, id);
+    if !headers.contains(TRACEPARENT_HEADER) {
+        headers.set(TRACEPARENT_HEADER, &traceparent(id));
     }
-}
-
-/// `props` with `id` in the headers (see [`inject_headers`]; other headers
-/// are kept) and in the `correlation_id` property when `props` has none. An
-/// existing `correlation_id` property is kept as it is: RabbitMQ's RPC
-/// pattern and Celery give it a meaning of their own.
-pub fn inject_properties(props: BasicProperties, id: &str) -> BasicProperties {
-    let mut headers = props.headers().clone().unwrap_or_default();
-    inject_headers(&mut headers, id);
-    // A short string holds at most 255 bytes: a longer id travels in the
-    // headers only.
-    let props = match ShortString::try_new(id) {
-        Ok(s) if props.correlation_id().is_none() => props.with_correlation_id(s),
-        _ => props,
-    };
-    props.with_headers(headers)
 }
 
 /// The correlation id in `headers`: `CORRELATION_ID`, else Celery's
 /// `root_id`, `parent_id`, `id` (for a Celery task message), else the trace
 /// id of `traceparent` (invalid values are skipped).
-pub fn extract_headers(headers: &FieldTable) -> Option<String> {
+pub fn extract_headers<H: Headers + ?Sized>(headers: &H) -> Option<String> {
     extract(Some(headers), None)
 }
 
-/// The correlation id of a message: the `CORRELATION_ID` header, else
-/// Celery's `root_id`, `parent_id` and `id` headers (for a Celery task
-/// message: one with a `task` header), else the `correlation_id` property,
-/// else the trace id of the `traceparent` header (invalid values are
-/// skipped).
-pub fn extract_properties(props: &BasicProperties) -> Option<String> {
-    let property = props.correlation_id().as_ref().map(|s| s.as_str());
-    extract(props.headers().as_ref(), property)
-}
-
-fn extract(headers: Option<&FieldTable>, property: Option<&str>) -> Option<String> {
-    let get = |key: &str| headers.and_then(|h| header_str(h, key));
-    let celery = headers.is_some_and(|h| h.contains_key(CELERY_TASK_HEADER));
+/// The correlation id of a message with these `headers` and this
+/// `correlation_id` property (AMQP's basic property, or whatever your
+/// carrier calls it): the `CORRELATION_ID` header, else Celery's `root_id`,
+/// `parent_id` and `id` headers (for a Celery task message: one with a
+/// `task` header), else the property, else the trace id of the `traceparent`
+/// header (invalid values are skipped).
+///
+/// ```
+/// use std::collections::HashMap;
+///
+/// let headers = HashMap::from([("task".to_owned(), "proj.add".to_owned()), ("root_id".to_owned(), "flow-1".to_owned())]);
+/// assert_eq!(logcollect::correlation::extract(Some(&headers), Some("task-2")).as_deref(), Some("flow-1"));
+/// ```
+pub fn extract<H: Headers + ?Sized>(headers: Option<&H>, property: Option<&str>) -> Option<String> {
+    let get = |key: &str| headers.and_then(|h| h.get(key));
+    let celery = headers.is_some_and(|h| h.contains(CELERY_TASK_HEADER));
     let celery_get = |key: &str| if celery { get(key) } else { None };
     let header = get(HEADER);
     let root_id = celery_get(CELERY_ROOT_ID_HEADER);
@@ -390,18 +444,79 @@ fn extract(headers: Option<&FieldTable>, property: Option<&str>) -> Option<Strin
     .choose()
 }
 
-/// A header's value as text, whatever string type the sender used (pika and
-/// kombu send long strings; some clients send byte arrays). `None` for other
-/// types (Celery sends a missing `parent_id` as void).
-fn header_str(headers: &FieldTable, key: &str) -> Option<String> {
-    let bytes: &[u8] = match headers.inner().get(key)? {
-        AMQPValue::LongString(s) => s.as_bytes(),
-        AMQPValue::ShortString(s) => s.as_str().as_bytes(),
-        AMQPValue::ByteArray(b) => b.as_slice(),
-        _ => return None,
-    };
-    std::str::from_utf8(bytes).ok().map(str::to_owned)
+/// The helpers over lapin's own types: thin adapters over [`Headers`],
+/// [`inject_headers`] and [`extract`].
+#[cfg(feature = "lapin-api")]
+mod lapin_adapters {
+    use std::borrow::Cow;
+
+    use lapin::types::{AMQPValue, FieldTable, ShortString};
+    use lapin::BasicProperties;
+
+    use super::{extract, inject_headers, Headers};
+
+    /// Headers as lapin carries them. [`get`](Headers::get) reads any string
+    /// type the sender used (pika and kombu send long strings; some clients
+    /// send byte arrays); other types (Celery sends a missing `parent_id` as
+    /// void) are `None` but still [`contained`](Headers::contains).
+    #[cfg_attr(docsrs, doc(cfg(feature = "lapin-api")))]
+    impl Headers for FieldTable {
+        fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+            let bytes: &[u8] = match self.inner().get(name)? {
+                AMQPValue::LongString(s) => s.as_bytes(),
+                AMQPValue::ShortString(s) => s.as_str().as_bytes(),
+                AMQPValue::ByteArray(b) => b.as_slice(),
+                _ => return None,
+            };
+            std::str::from_utf8(bytes).ok().map(Cow::Borrowed)
+        }
+        fn contains(&self, name: &str) -> bool {
+            self.contains_key(name)
+        }
+        fn set(&mut self, name: &str, value: &str) {
+            self.insert(ShortString::from(name), AMQPValue::LongString(value.into()));
+        }
+    }
+
+    /// `props` with `id` in the headers (see [`inject_headers`]; other
+    /// headers are kept) and in the `correlation_id` property when `props`
+    /// has none. An existing `correlation_id` property is kept as it is:
+    /// RabbitMQ's RPC pattern and Celery give it a meaning of their own.
+    ///
+    /// ```no_run
+    /// # async fn send(channel: lapin::Channel) -> Result<(), lapin::Error> {
+    /// // In a scope, `logcollect::correlation::current()` gives the id to pass on.
+    /// let id = logcollect::correlation::generate();
+    /// let props = logcollect::correlation::inject_properties(lapin::BasicProperties::default(), &id);
+    /// channel
+    ///     .basic_publish("".into(), "jobs".into(), Default::default(), b"{}", props)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "lapin-api")))]
+    pub fn inject_properties(props: BasicProperties, id: &str) -> BasicProperties {
+        let mut headers = props.headers().clone().unwrap_or_default();
+        inject_headers(&mut headers, id);
+        // A short string holds at most 255 bytes: a longer id travels in the
+        // headers only.
+        let props = match ShortString::try_new(id) {
+            Ok(s) if props.correlation_id().is_none() => props.with_correlation_id(s),
+            _ => props,
+        };
+        props.with_headers(headers)
+    }
+
+    /// The correlation id of a message: [`extract`] over its headers and its
+    /// `correlation_id` property.
+    #[cfg_attr(docsrs, doc(cfg(feature = "lapin-api")))]
+    pub fn extract_properties(props: &BasicProperties) -> Option<String> {
+        let property = props.correlation_id().as_ref().map(|s| s.as_str());
+        extract(props.headers().as_ref(), property)
+    }
 }
+
+#[cfg(feature = "lapin-api")]
+pub use lapin_adapters::{extract_properties, inject_properties};
 
 #[cfg(feature = "tracing")]
 mod span {
@@ -567,6 +682,197 @@ mod tests {
         }
         // A later version may append fields.
         assert!(trace_id_from_traceparent(&format!("01{}-extra", &good[2..])).is_some());
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn neutral_headers_round_trip() {
+        let mut h = map(&[("x-other", "keep")]);
+        inject_headers(&mut h, "abc-123");
+        assert_eq!(h[HEADER], "abc-123");
+        assert_eq!(h["x-other"], "keep");
+        assert!(trace_id_from_traceparent(&h[TRACEPARENT_HEADER]).is_some());
+        assert_eq!(extract_headers(&h).as_deref(), Some("abc-123"));
+        // A second injection replaces our header, keeps the traceparent.
+        let tp = h[TRACEPARENT_HEADER].clone();
+        inject_headers(&mut h, "def-456");
+        assert_eq!(h[HEADER], "def-456");
+        assert_eq!(h[TRACEPARENT_HEADER], tp);
+        // The same through a BTreeMap and through a trait object.
+        let mut b = BTreeMap::new();
+        inject_headers(&mut b, "abc-123");
+        let dynamic: &dyn Headers = &b;
+        assert_eq!(extract_headers(dynamic).as_deref(), Some("abc-123"));
+    }
+
+    #[test]
+    fn neutral_headers_keep_their_traceparent() {
+        let theirs = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = map(&[(TRACEPARENT_HEADER, theirs)]);
+        inject_headers(&mut h, "abc-123");
+        assert_eq!(h[TRACEPARENT_HEADER], theirs);
+        assert_eq!(extract_headers(&h).as_deref(), Some("abc-123"));
+    }
+
+    #[test]
+    fn neutral_extraction_order() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let celery = map(&[
+            (CELERY_TASK_HEADER, "proj.add"),
+            (CELERY_ROOT_ID_HEADER, "root-1"),
+            (CELERY_PARENT_ID_HEADER, "parent-1"),
+            (CELERY_ID_HEADER, "task-3"),
+            (TRACEPARENT_HEADER, tp),
+        ]);
+        assert_eq!(
+            extract(Some(&celery), Some("prop-1")).as_deref(),
+            Some("root-1")
+        );
+        let mut h = celery.clone();
+        h.insert(HEADER.into(), "req-9".into());
+        assert_eq!(extract(Some(&h), Some("prop-1")).as_deref(), Some("req-9"));
+        h.insert(HEADER.into(), "bad id".into());
+        h.remove(CELERY_ROOT_ID_HEADER);
+        assert_eq!(extract(Some(&h), None).as_deref(), Some("parent-1"));
+        // Celery's names mean nothing without a `task` header.
+        let mut h = celery;
+        h.remove(CELERY_TASK_HEADER);
+        assert_eq!(extract(Some(&h), Some("prop-1")).as_deref(), Some("prop-1"));
+        assert_eq!(
+            extract(Some(&h), None).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(
+            extract::<HashMap<String, String>>(None, Some(" p ")).as_deref(),
+            Some("p")
+        );
+        assert_eq!(extract_headers(&HashMap::<String, String>::new()), None);
+    }
+
+    #[test]
+    fn sources_order() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let all = Sources {
+            header: Some("h"),
+            celery_root_id: Some("r"),
+            celery_parent_id: Some("p"),
+            celery_id: Some("i"),
+            property: Some("c"),
+            traceparent: Some(tp),
+        };
+        assert_eq!(all.choose().as_deref(), Some("h"));
+        let s = Sources {
+            header: Some("bad id"),
+            ..all
+        };
+        assert_eq!(s.choose().as_deref(), Some("r"));
+        let s = Sources {
+            celery_root_id: None,
+            ..s
+        };
+        assert_eq!(s.choose().as_deref(), Some("p"));
+        let s = Sources {
+            celery_parent_id: None,
+            ..s
+        };
+        assert_eq!(s.choose().as_deref(), Some("i"));
+        let s = Sources {
+            celery_id: None,
+            ..s
+        };
+        assert_eq!(s.choose().as_deref(), Some("c"));
+        let s = Sources {
+            property: None,
+            ..s
+        };
+        assert_eq!(
+            s.choose().as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        let s = Sources {
+            traceparent: Some("junk"),
+            ..s
+        };
+        assert_eq!(s.choose(), None);
+        assert_eq!(from_parts(None, Some(" c "), None).as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn id_generators() {
+        let v7 = IdGenerator::default().generate();
+        assert_eq!(uuid::Uuid::parse_str(&v7).unwrap().get_version_num(), 7);
+        let v4 = IdGenerator::UuidV4.generate();
+        let u = uuid::Uuid::parse_str(&v4).unwrap();
+        assert_eq!(u.get_version_num(), 4);
+        assert_eq!(v4, u.hyphenated().to_string(), "hyphenated lowercase");
+        assert_ne!(v4, IdGenerator::UuidV4.generate());
+        fn fixed() -> String {
+            "fixed-1".into()
+        }
+        assert_eq!(IdGenerator::Custom(fixed).generate(), "fixed-1");
+        assert_eq!(format!("{:?}", IdGenerator::Custom(fixed)), "Custom(..)");
+    }
+
+    #[test]
+    fn request_ids_from_http_headers() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let ids = |r, c, t| RequestIds::from_headers(r, c, t, IdGenerator::UuidV4);
+        let x = ids(Some("req-1"), None, None);
+        assert_eq!(
+            (x.request_id.as_str(), x.correlation_id.as_str()),
+            ("req-1", "req-1")
+        );
+        let x = ids(None, Some("corr-1"), Some(tp));
+        assert_eq!(
+            (x.request_id.as_str(), x.correlation_id.as_str()),
+            ("corr-1", "corr-1")
+        );
+        // A traceparent names the flow; the request keeps its own id.
+        let x = ids(Some("req-1"), None, Some(tp));
+        assert_eq!(x.request_id, "req-1");
+        assert_eq!(x.correlation_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        let x = ids(None, None, Some(tp));
+        assert_eq!(
+            uuid::Uuid::parse_str(&x.request_id)
+                .unwrap()
+                .get_version_num(),
+            4
+        );
+        assert_eq!(x.correlation_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        // Invalid values are ignored, the generator fills in.
+        let x = ids(Some("a b"), Some("{"), Some("00-zz"));
+        assert_eq!(
+            uuid::Uuid::parse_str(&x.request_id)
+                .unwrap()
+                .get_version_num(),
+            4
+        );
+        assert_eq!(x.correlation_id, x.request_id);
+        let x = RequestIds::from_headers(None, None, None, IdGenerator::default());
+        assert_eq!(
+            uuid::Uuid::parse_str(&x.request_id)
+                .unwrap()
+                .get_version_num(),
+            7
+        );
+    }
+}
+
+#[cfg(all(test, feature = "lapin-api"))]
+mod lapin_tests {
+    use lapin::types::{AMQPValue, FieldTable};
+    use lapin::BasicProperties;
+
+    use super::*;
+
+    fn header_str(headers: &FieldTable, key: &str) -> Option<String> {
+        Headers::get(headers, key).map(Cow::into_owned)
     }
 
     #[test]
@@ -775,114 +1081,6 @@ mod tests {
             .with_headers(h)
             .with_correlation_id("prop-1".into());
         assert_eq!(extract_properties(&p).as_deref(), Some("prop-1"));
-    }
-
-    #[test]
-    fn sources_order() {
-        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let all = Sources {
-            header: Some("h"),
-            celery_root_id: Some("r"),
-            celery_parent_id: Some("p"),
-            celery_id: Some("i"),
-            property: Some("c"),
-            traceparent: Some(tp),
-        };
-        assert_eq!(all.choose().as_deref(), Some("h"));
-        let s = Sources {
-            header: Some("bad id"),
-            ..all
-        };
-        assert_eq!(s.choose().as_deref(), Some("r"));
-        let s = Sources {
-            celery_root_id: None,
-            ..s
-        };
-        assert_eq!(s.choose().as_deref(), Some("p"));
-        let s = Sources {
-            celery_parent_id: None,
-            ..s
-        };
-        assert_eq!(s.choose().as_deref(), Some("i"));
-        let s = Sources {
-            celery_id: None,
-            ..s
-        };
-        assert_eq!(s.choose().as_deref(), Some("c"));
-        let s = Sources {
-            property: None,
-            ..s
-        };
-        assert_eq!(
-            s.choose().as_deref(),
-            Some("4bf92f3577b34da6a3ce929d0e0e4736")
-        );
-        let s = Sources {
-            traceparent: Some("junk"),
-            ..s
-        };
-        assert_eq!(s.choose(), None);
-        assert_eq!(from_parts(None, Some(" c "), None).as_deref(), Some("c"));
-    }
-
-    #[test]
-    fn id_generators() {
-        let v7 = IdGenerator::default().generate();
-        assert_eq!(uuid::Uuid::parse_str(&v7).unwrap().get_version_num(), 7);
-        let v4 = IdGenerator::UuidV4.generate();
-        let u = uuid::Uuid::parse_str(&v4).unwrap();
-        assert_eq!(u.get_version_num(), 4);
-        assert_eq!(v4, u.hyphenated().to_string(), "hyphenated lowercase");
-        assert_ne!(v4, IdGenerator::UuidV4.generate());
-        fn fixed() -> String {
-            "fixed-1".into()
-        }
-        assert_eq!(IdGenerator::Custom(fixed).generate(), "fixed-1");
-        assert_eq!(format!("{:?}", IdGenerator::Custom(fixed)), "Custom(..)");
-    }
-
-    #[test]
-    fn request_ids_from_http_headers() {
-        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let ids = |r, c, t| RequestIds::from_headers(r, c, t, IdGenerator::UuidV4);
-        let x = ids(Some("req-1"), None, None);
-        assert_eq!(
-            (x.request_id.as_str(), x.correlation_id.as_str()),
-            ("req-1", "req-1")
-        );
-        let x = ids(None, Some("corr-1"), Some(tp));
-        assert_eq!(
-            (x.request_id.as_str(), x.correlation_id.as_str()),
-            ("corr-1", "corr-1")
-        );
-        // A traceparent names the flow; the request keeps its own id.
-        let x = ids(Some("req-1"), None, Some(tp));
-        assert_eq!(x.request_id, "req-1");
-        assert_eq!(x.correlation_id, "4bf92f3577b34da6a3ce929d0e0e4736");
-        let x = ids(None, None, Some(tp));
-        assert_eq!(
-            uuid::Uuid::parse_str(&x.request_id)
-                .unwrap()
-                .get_version_num(),
-            4
-        );
-        assert_eq!(x.correlation_id, "4bf92f3577b34da6a3ce929d0e0e4736");
-        // Invalid values are ignored, the generator fills in.
-        let x = ids(Some("a b"), Some("{"), Some("00-zz"));
-        assert_eq!(
-            uuid::Uuid::parse_str(&x.request_id)
-                .unwrap()
-                .get_version_num(),
-            4
-        );
-        assert_eq!(x.correlation_id, x.request_id);
-        let x = RequestIds::from_headers(None, None, None, IdGenerator::default());
-        assert_eq!(
-            uuid::Uuid::parse_str(&x.request_id)
-                .unwrap()
-                .get_version_num(),
-            7
-        );
     }
 
     #[test]

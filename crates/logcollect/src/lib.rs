@@ -34,6 +34,7 @@
 //! | `log` | yes | [`LogcollectLogger`], a `log::Log` |
 //! | `tracing` | yes | [`LogcollectLayer`], a `tracing_subscriber::Layer` |
 //! | `testing` | no | `testing`: capture what code logs as parsed JSON, without a broker |
+//! | `lapin-api` | no | the items that name lapin types: `amqp::connect` and its kin, `BrokerUri::to_lapin`, `correlation::inject_properties` / `extract_properties` and `correlation::Headers` for lapin's `FieldTable`; they follow lapin's major versions, not ours |
 //!
 //! MSRV: Rust 1.89 (for `File::try_lock`, which guards the spool directory).
 //!

@@ -170,8 +170,16 @@ impl BrokerUri {
     /// The same broker as lapin's URI type (password included), built field by
     /// field: re-parsing a formatted string would go through lapin's rules,
     /// which read the vhost differently. For tools that open their own
-    /// connection; see [`amqp::connect`](crate::amqp::connect).
+    /// connection; see `amqp::connect`. Follows lapin's major versions.
+    #[cfg(feature = "lapin-api")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "lapin-api")))]
     pub fn to_lapin(&self) -> lapin::uri::AMQPUri {
+        self.lapin_uri()
+    }
+
+    /// The lapin URI for the crate's own connections, whatever the features
+    /// (`to_lapin` is its public face with `lapin-api`).
+    pub(crate) fn lapin_uri(&self) -> lapin::uri::AMQPUri {
         use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 
         AMQPUri {
@@ -1441,7 +1449,7 @@ mod tests {
         use lapin::uri::AMQPScheme;
 
         let uri = parse("amqps://app:p%40ss@rabbit:5673//logs?heartbeat=15&connection_timeout=2.5");
-        let lapin = uri.to_lapin();
+        let lapin = uri.lapin_uri();
         assert_eq!(lapin.scheme, AMQPScheme::AMQPS);
         assert_eq!(lapin.authority.host, "rabbit");
         assert_eq!(lapin.authority.port, 5673);
@@ -1458,7 +1466,7 @@ mod tests {
     fn to_lapin_defaults() {
         use lapin::uri::AMQPScheme;
 
-        let lapin = parse("pyamqp://[::1]").to_lapin();
+        let lapin = parse("pyamqp://[::1]").lapin_uri();
         assert_eq!(lapin.scheme, AMQPScheme::AMQP);
         assert_eq!(lapin.authority.host, "::1");
         assert_eq!(lapin.authority.port, 5672);
@@ -1471,7 +1479,7 @@ mod tests {
 
     #[test]
     fn to_lapin_rounds_timeout_up_to_whole_millis() {
-        let millis = |s: &str| parse(s).to_lapin().query.connection_timeout;
+        let millis = |s: &str| parse(s).lapin_uri().query.connection_timeout;
         assert_eq!(millis("amqp://h//?connection_timeout=0.0001"), Some(1));
         assert_eq!(millis("amqp://h//?connection_timeout=0.0015"), Some(2));
         assert_eq!(millis("amqp://h//?connection_timeout=3"), Some(3000));
