@@ -4,7 +4,8 @@
 # items that name lapin types live behind the `lapin-api` feature, which
 # follows lapin's versions.
 #
-# rustdoc's JSON output (a nightly feature) lists every public item of the
+# rustdoc's JSON output (unstable: the stable toolchain gives it with
+# RUSTC_BOOTSTRAP=1, so no other toolchain is needed) lists every public item of the
 # crate with each type it names resolved to its crate, so the check is exact:
 # any path into lapin in a public item's signature, field, impl or re-export
 # fails it. (rustdoc's HTML with --no-deps prints a foreign type by its bare
@@ -16,24 +17,26 @@
 #
 # Usage: scripts/check-public-api.sh [crate] [banned crate ...]
 #   (defaults: logcollect, then lapin and the amq_protocol crates);
-#   PUBLIC_API_TOOLCHAIN picks the nightly
-#   toolchain (default: nightly). Exits 1 when a banned crate's type appears.
+#   PUBLIC_API_TOOLCHAIN picks a toolchain (default: the active one, with
+#   RUSTC_BOOTSTRAP=1). Exits 1 when a banned crate's type appears.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 crate=${1:-logcollect}
 shift || true
 banned=${*:-lapin amq_protocol amq_protocol_types amq_protocol_uri amq_protocol_tcp}
-toolchain=${PUBLIC_API_TOOLCHAIN:-nightly}
-
-if ! cargo "+$toolchain" --version >/dev/null 2>&1; then
-    echo "check-public-api: needs the $toolchain toolchain for rustdoc JSON (rustup toolchain install $toolchain)"
-    exit 1
+toolchain=()
+if [[ -n ${PUBLIC_API_TOOLCHAIN:-} ]]; then
+    toolchain=("+$PUBLIC_API_TOOLCHAIN")
 fi
 target=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-json="$target/doc/${crate//-/_}.json"
-rm -f "$json"
-cargo "+$toolchain" rustdoc -q -p "$crate" --lib -- -Z unstable-options --output-format json
+rm -f "$target/public-api/doc/${crate//-/_}.json"
+# Its own target directory: RUSTC_BOOTSTRAP changes the flags, and sharing
+# the main one would rebuild everything for the next cargo command.
+RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$target/public-api" \
+    cargo "${toolchain[@]}" rustdoc -q -p "$crate" --lib -- -Z unstable-options --output-format json
+json="$target/public-api/doc/${crate//-/_}.json"
+[[ -f $json ]] || { echo "check-public-api: rustdoc wrote no $json"; exit 1; }
 python3 - "$json" "$crate" $banned <<'EOF'
 import json
 import sys
