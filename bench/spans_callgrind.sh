@@ -16,7 +16,7 @@ runs="${2:-3}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
-bin=$(cargo bench -q -p logcollect-bench --bench spans --no-run 2>&1 |
+bin=$(cargo bench -p logcollect-bench --bench spans --no-run 2>&1 |
     sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
 [ -x "$bin" ] || { echo "bench binary not found" >&2; exit 1; }
 

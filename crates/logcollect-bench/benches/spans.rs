@@ -18,10 +18,11 @@
 //! - `fmt_envfilter`: `tracing_subscriber::fmt()` with `EnvFilter::new("info")`,
 //!   writing to `std::io::sink()`.
 //!
-//! The logcollect shipper has a broker URI where nothing listens and a
-//! queue of 256 records filled before timing, so `event_in_span` times the
-//! steady state of encoding a record and counting it dropped (no broker,
-//! no other thread woken); the queued path is timed by `benches/caller.rs`.
+//! The logcollect shipper has a broker URI where nothing listens and, as in
+//! `benches/caller.rs`, a fresh queue per sample with room for every call of
+//! it, so `event_in_span` times encoding the record and queueing it (with the
+//! broker down the shipper thread pulls nothing and no call wakes it; the
+//! broker-up path is timed by `benches/caller.rs`).
 //!
 //! Nothing is installed globally. Each peer's dispatcher lives only while
 //! its own case runs, and each peer has its own call sites (the cases are
@@ -87,20 +88,24 @@ macro_rules! peer_cases {
                 );
             }
 
-            /// Fills the logcollect queue so the timed events all take the
-            /// same (drop) path.
-            pub fn prepare() {
-                let span = request_span();
-                let _entered = span.enter();
-                for i in 0..2_000 {
-                    event(i);
+            /// A few calls of each case before timing (call site
+            /// registration, first allocations).
+            pub(super) fn warm_up() {
+                for case in CASES {
+                    looped(case, WARM_UP);
                 }
             }
 
-            /// Runs `case` `iters` times (the function callgrind counts in).
+            /// Runs `case` `iters` times and times it (the function
+            /// callgrind counts in).
             #[inline(never)]
-            pub fn measured(case: &str, iters: u64) -> Duration {
+            pub(super) fn measured(case: &str, iters: u64) -> Duration {
                 let start = Instant::now();
+                looped(case, iters);
+                start.elapsed()
+            }
+
+            fn looped(case: &str, iters: u64) {
                 match case {
                     "disabled_trace_span" => {
                         for i in 0..iters {
@@ -121,7 +126,6 @@ macro_rules! peer_cases {
                     }
                     other => panic!("unknown case {other:?}"),
                 }
-                start.elapsed()
             }
         }
     };
@@ -131,10 +135,15 @@ peer_cases!(logcollect_boot);
 peer_cases!(logcollect_layer);
 peer_cases!(fmt_envfilter);
 
-/// A shipper with no broker and a small queue.
-fn shipper() -> Shipper {
+/// Calls of each case before timing.
+const WARM_UP: u64 = 100;
+
+/// A shipper with no broker and room for `iters` records and the warm-up's.
+fn shipper(iters: u64) -> Shipper {
+    let room = iters as usize + 4 * WARM_UP as usize;
     let config = bench_config(DEAD_BROKER_URI, "logcollect-bench-spans")
-        .queue_capacity(256)
+        .queue_capacity(room)
+        .queue_max_bytes(room * 4096)
         .build()
         .expect("config");
     Shipper::new(config).expect("shipper")
@@ -158,28 +167,40 @@ fn dispatch(peer: &str, shipper: &Shipper) -> Dispatch {
     }
 }
 
-/// Runs `case` `iters` times for `peer` under its own dispatcher, after
-/// filling the queue.
-fn run(peer: &str, case: &str, shipper: &Shipper, iters: u64) -> Duration {
-    let dispatch = dispatch(peer, shipper);
-    tracing::dispatcher::with_default(&dispatch, || match peer {
+/// Runs `case` `iters` times for `peer` under its own dispatcher and a
+/// fresh shipper, after a warm-up; checks every record was queued.
+fn run(peer: &str, case: &str, iters: u64) -> Duration {
+    let shipper = shipper(iters);
+    let dispatch = dispatch(peer, &shipper);
+    let took = run_in(peer, case, &dispatch, iters);
+    drop(dispatch);
+    let stats = shipper.stats();
+    assert_eq!(
+        (stats.dropped_queue_full, stats.dropped_memory_full),
+        (0, 0),
+        "{stats:?}"
+    );
+    took
+}
+
+fn run_in(peer: &str, case: &str, dispatch: &Dispatch, iters: u64) -> Duration {
+    tracing::dispatcher::with_default(dispatch, || match peer {
         "logcollect_boot" => {
-            logcollect_boot::prepare();
+            logcollect_boot::warm_up();
             logcollect_boot::measured(case, iters)
         }
         "logcollect_layer" => {
-            logcollect_layer::prepare();
+            logcollect_layer::warm_up();
             logcollect_layer::measured(case, iters)
         }
         _ => {
-            fmt_envfilter::prepare();
+            fmt_envfilter::warm_up();
             fmt_envfilter::measured(case, iters)
         }
     })
 }
 
 fn main() {
-    let shipper = shipper();
     if let Ok(spec) = std::env::var("SPANS_CALLGRIND") {
         let mut parts = spec.split(':');
         let (Some(peer), Some(case), Some(iters)) = (parts.next(), parts.next(), parts.next())
@@ -187,7 +208,7 @@ fn main() {
             panic!("SPANS_CALLGRIND=<peer>:<case>:<iterations>, got {spec:?}");
         };
         let iters = iters.parse().expect("a number of iterations");
-        let took = run(peer, case, &shipper, iters);
+        let took = run(peer, case, iters);
         println!("{peer} {case} {iters} iterations in {took:?}");
         return;
     }
@@ -196,7 +217,7 @@ fn main() {
         let mut group = c.benchmark_group(case);
         for peer in PEERS {
             group.bench_function(peer, |b| {
-                b.iter_custom(|iters| run(peer, case, &shipper, iters));
+                b.iter_custom(|iters| run(peer, case, iters));
             });
         }
         group.finish();
