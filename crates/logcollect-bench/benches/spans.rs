@@ -143,7 +143,7 @@ fn shipper(iters: u64) -> Shipper {
     let room = iters as usize + 4 * WARM_UP as usize;
     let config = bench_config(DEAD_BROKER_URI, "logcollect-bench-spans")
         .queue_capacity(room)
-        .queue_max_bytes(room * 4096)
+        .queue_max_bytes((room * 4096).max(16 << 20))
         .build()
         .expect("config");
     Shipper::new(config).expect("shipper")
