@@ -205,7 +205,7 @@ fn set_logger(logger: impl log::Log + 'static, max_level: log::LevelFilter) {
 }
 
 /// The layer as the boot helpers install it: behind a per-layer filter
-/// applying the configured levels and ignored targets to spans and events,
+/// applying the configured levels to spans and events (and the ignored targets to events),
 /// decided once per call site (and again when a
 /// [`LevelHandle`](crate::LevelHandle) changes the levels). A span or event
 /// below the level is skipped by the `tracing` macros themselves, as with

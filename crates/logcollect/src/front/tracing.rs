@@ -54,17 +54,17 @@ impl LogcollectLayer {
         }
     }
 
-    /// Whether the spans of `meta` are worth recording: the configuration
-    /// would ship records at their level and target. A span below the
-    /// level carries nothing into the records inside it, as with
-    /// `EnvFilter`, where it is not even created.
+    /// Whether the spans of `meta` are worth recording: their level passes
+    /// the filter for their target. A span below the level carries nothing
+    /// into the records inside it, as with `EnvFilter`, where it is not even
+    /// created.
     fn wants_span(&self, meta: &Metadata<'_>) -> bool {
-        self.prefiltered || self.shipper.wants(meta.target(), level(meta.level()))
+        self.prefiltered || passes(&self.shipper, meta)
     }
 }
 
 /// The per-layer filter boot puts in front of the layer: the configured
-/// levels and ignored targets, for spans and events alike, decided once per
+/// levels (and, for events, the ignored targets), decided once per
 /// call site. A call site below the level gets `Interest::never`, so the
 /// `tracing` macros skip it before building a span or an event (what
 /// `EnvFilter` does); the answer depends only on the call site and the
@@ -83,7 +83,22 @@ impl ShipperFilter {
     fn passes(&self, meta: &Metadata<'_>) -> bool {
         // `log` records bridged by LogTracer carry target "log" here; the
         // layer filters them on their real target.
-        meta.target() == "log" || self.shipper.wants(meta.target(), level(meta.level()))
+        meta.target() == "log" || passes(&self.shipper, meta)
+    }
+}
+
+/// Whether the configuration lets a span or event of `meta` through: its
+/// level and target pass the filter, and for an event, the target is not
+/// ignored. Ignored targets keep records (our own, the AMQP client's) from
+/// being shipped; a span of theirs only carries fields into other records
+/// (`logcollect::correlation::scope` is one), so spans are held to the
+/// levels alone.
+fn passes(shipper: &Shipper, meta: &Metadata<'_>) -> bool {
+    let (target, lvl) = (meta.target(), level(meta.level()));
+    if meta.is_span() {
+        shipper.passes(target, lvl)
+    } else {
+        shipper.wants(target, lvl)
     }
 }
 
