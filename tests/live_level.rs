@@ -43,11 +43,40 @@ fn a_level_raised_then_lowered_takes_effect_on_the_next_call() {
     );
     emit(500);
 
+    // Spans: a debug span at level info is rejected by its call site's
+    // interest (not created, so the warning inside it carries none of its
+    // fields); raising the level re-enables the same call site.
+    let in_span = |step: u64| {
+        let span = tracing::debug_span!(target: "app::web", "handler", span_step = step);
+        let _entered = span.enter();
+        tracing::warn!(target: "app::web", step, "inside a debug span");
+        span.is_disabled()
+    };
+    levels.set("info").unwrap();
+    assert!(in_span(600), "a debug span at level info is disabled");
+    levels.set("debug").unwrap();
+    assert!(!in_span(700), "and enabled once the level is raised");
+    levels.set("info").unwrap();
+    assert!(in_span(800));
+
     guard.shipper().flush(WAIT).unwrap();
-    let mut steps: Vec<u64> = cap
-        .drain(Duration::from_secs(2))
+    let messages = cap.drain(Duration::from_secs(2));
+    let mut spans: Vec<(u64, Option<u64>)> = messages
+        .iter()
+        .filter(|m| m.field("step").as_u64() >= Some(600))
+        .map(|m| {
+            (
+                m.field("step").as_u64().unwrap(),
+                m.field("span_step").as_u64(),
+            )
+        })
+        .collect();
+    spans.sort_unstable();
+    assert_eq!(spans, [(600, None), (700, Some(700)), (800, None)]);
+    let mut steps: Vec<u64> = messages
         .iter()
         .map(|m| m.field("step").as_u64().expect("a step field"))
+        .filter(|&s| s < 600)
         .collect();
     steps.sort_unstable();
     assert_eq!(

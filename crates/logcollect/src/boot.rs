@@ -133,9 +133,7 @@ pub fn init(config: Config) -> ShipperGuard {
 pub fn install(shipper: &Shipper) -> Result<(), Error> {
     #[cfg(feature = "tracing")]
     {
-        use tracing_subscriber::Layer as _;
-        let layer = LogcollectLayer::prefiltered(shipper.clone()).with_filter(filter_for(shipper));
-        set_subscriber(layer)?;
+        set_subscriber(filtered_layer(shipper))?;
     }
     #[cfg(feature = "log")]
     {
@@ -206,21 +204,30 @@ fn set_logger(logger: impl log::Log + 'static, max_level: log::LevelFilter) {
     }
 }
 
-/// The per-layer filter applying the configured levels and ignored targets,
-/// so other layers of the same registry are not affected.
+/// The layer as the boot helpers install it: behind a per-layer filter
+/// applying the configured levels to spans and events (and the ignored targets to events),
+/// decided once per call site (and again when a
+/// [`LevelHandle`](crate::LevelHandle) changes the levels). A span or event
+/// below the level is skipped by the `tracing` macros themselves, as with
+/// `tracing_subscriber`'s `EnvFilter`: a disabled `trace_span!` costs a few
+/// nanoseconds and allocates nothing, and its fields reach no record.
+///
+/// Put it on your own registry when every call site it rejects may be
+/// rejected for all layers (the filter is per layer, so other layers still
+/// see what they enable; `tracing`'s global maximum level is the most
+/// verbose any layer asks for). `log` records bridged by
+/// `tracing_log::LogTracer` pass and are filtered on their real target.
 #[cfg(feature = "tracing")]
-fn filter_for<S>(shipper: &Shipper) -> impl tracing_subscriber::layer::Filter<S> {
-    let shipper = shipper.clone();
-    // Asked once per call site (the answer is cached until a level handle
-    // rebuilds the cache), so reading the live filter costs nothing per event.
-    tracing_subscriber::filter::filter_fn(move |meta| {
-        // Spans pass, so their fields are recorded for the events inside them.
-        meta.is_span()
-            || shipper.wants(meta.target(), crate::front::tracing::level(meta.level()))
-            // `log` records bridged by LogTracer carry target "log" here; the
-            // layer filters them on their real target.
-            || meta.target() == "log"
-    })
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+pub fn filtered_layer<S>(
+    shipper: &Shipper,
+) -> impl tracing_subscriber::Layer<S> + Send + Sync + 'static
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer as _;
+    LogcollectLayer::prefiltered(shipper.clone())
+        .with_filter(crate::front::tracing::ShipperFilter::new(shipper.clone()))
 }
 
 /// A shipper and its layer, for an application that builds its own
@@ -237,7 +244,10 @@ fn filter_for<S>(shipper: &Shipper) -> impl tracing_subscriber::layer::Filter<S>
 /// ```
 ///
 /// The layer applies the configured level and ignored targets itself and
-/// does not disable events for the other layers. To ship `log` records
+/// does not disable events for the other layers: every call site stays
+/// enabled, and a span below the level is only skipped by the layer (its
+/// fields are not recorded). [`filtered_layer`] rejects such call sites
+/// up front, which is much cheaper for a disabled span. To ship `log` records
 /// too, install `tracing_log::LogTracer` (or call [`install_log`]).
 #[cfg(feature = "tracing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]

@@ -5,9 +5,10 @@ use std::fmt::{self, Write as _};
 
 use tracing_core::field::{Field, Visit};
 use tracing_core::span::{Attributes, Id, Record as SpanRecord};
-use tracing_core::{Event, Subscriber};
+use tracing_core::subscriber::Interest;
+use tracing_core::{Event, LevelFilter, Metadata, Subscriber};
 use tracing_log::NormalizeEvent;
-use tracing_subscriber::layer::Context;
+use tracing_subscriber::layer::{self, Context};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
@@ -51,6 +52,82 @@ impl LogcollectLayer {
             shipper,
             prefiltered: true,
         }
+    }
+
+    /// Whether the spans of `meta` are worth recording: their level passes
+    /// the filter for their target. A span below the level carries nothing
+    /// into the records inside it, as with `EnvFilter`, where it is not even
+    /// created.
+    fn wants_span(&self, meta: &Metadata<'_>) -> bool {
+        self.prefiltered || passes(&self.shipper, meta)
+    }
+}
+
+/// The per-layer filter boot puts in front of the layer: the configured
+/// levels (and, for events, the ignored targets), decided once per
+/// call site. A call site below the level gets `Interest::never`, so the
+/// `tracing` macros skip it before building a span or an event (what
+/// `EnvFilter` does); the answer depends only on the call site and the
+/// filter in force, and a [`LevelHandle`](crate::LevelHandle) rebuilds
+/// `tracing`'s interest cache when it changes the filter.
+#[derive(Debug, Clone)]
+pub(crate) struct ShipperFilter {
+    shipper: Shipper,
+}
+
+impl ShipperFilter {
+    pub(crate) fn new(shipper: Shipper) -> Self {
+        ShipperFilter { shipper }
+    }
+
+    fn passes(&self, meta: &Metadata<'_>) -> bool {
+        // `log` records bridged by LogTracer carry target "log" here; the
+        // layer filters them on their real target.
+        meta.target() == "log" || passes(&self.shipper, meta)
+    }
+}
+
+/// Whether the configuration lets a span or event of `meta` through: its
+/// level and target pass the filter, and for an event, the target is not
+/// ignored. Ignored targets keep records (our own, the AMQP client's) from
+/// being shipped; a span of theirs only carries fields into other records
+/// (`logcollect::correlation::scope` is one), so spans are held to the
+/// levels alone.
+fn passes(shipper: &Shipper, meta: &Metadata<'_>) -> bool {
+    let (target, lvl) = (meta.target(), level(meta.level()));
+    if meta.is_span() {
+        shipper.passes(target, lvl)
+    } else {
+        shipper.wants(target, lvl)
+    }
+}
+
+impl<S> layer::Filter<S> for ShipperFilter {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        self.passes(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if self.passes(meta) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        // Read again on every interest cache rebuild, so a level handle
+        // raising the level lifts the global maximum too. `log` records
+        // bridged by LogTracer are held to it as well; `log`'s own maximum
+        // level follows the same filter.
+        Some(match self.shipper.filter().max_level() {
+            None => LevelFilter::OFF,
+            Some(Level::Critical | Level::Error) => LevelFilter::ERROR,
+            Some(Level::Warning) => LevelFilter::WARN,
+            Some(Level::Info) => LevelFilter::INFO,
+            Some(Level::Debug) => LevelFilter::DEBUG,
+            Some(Level::Trace) => LevelFilter::TRACE,
+        })
     }
 }
 
@@ -131,7 +208,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if suppressed() {
+        if suppressed() || !self.wants_span(attrs.metadata()) {
             return;
         }
         let mut fields = SpanFields::default();
@@ -149,11 +226,13 @@ where
             let mut ext = span.extensions_mut();
             match ext.get_mut::<SpanFields>() {
                 Some(fields) => values.record(fields),
-                None => {
+                // A span first recorded now, unless it is one not worth it.
+                None if self.wants_span(span.metadata()) => {
                     let mut fields = SpanFields::default();
                     values.record(&mut fields);
                     ext.insert(fields);
                 }
+                None => {}
             }
         }
     }
@@ -192,5 +271,121 @@ where
                 }
             }
         });
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::Registry;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn capturing(level: &str) -> Shipper {
+        Shipper::capturing(Config::builder().level(level).build().unwrap())
+    }
+
+    fn records(shipper: &Shipper) -> Vec<serde_json::Value> {
+        shipper
+            .take_captured()
+            .iter()
+            .map(|e| serde_json::from_slice(&e.body).unwrap())
+            .collect()
+    }
+
+    /// An info record inside an enabled info span inside a disabled trace
+    /// span.
+    fn nested_spans() {
+        let outer = tracing::trace_span!(target: "app", "poll", poll_field = "noisy");
+        let _o = outer.enter();
+        let inner = tracing::info_span!(target: "app", "request", request_id = "r-1");
+        let _i = inner.enter();
+        tracing::info!(target: "app", "handled");
+    }
+
+    fn assert_only_enabled_span_fields(records: &[serde_json::Value]) {
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0]["request_id"], "r-1", "{}", records[0]);
+        assert!(
+            records[0].get("poll_field").is_none(),
+            "a disabled span's fields were recorded: {}",
+            records[0]
+        );
+    }
+
+    #[test]
+    fn the_plain_layer_records_no_fields_of_a_span_below_the_level() {
+        let shipper = capturing("info");
+        let subscriber = tracing_subscriber::registry().with(LogcollectLayer::new(shipper.clone()));
+        tracing::subscriber::with_default(subscriber, nested_spans);
+        assert_only_enabled_span_fields(&records(&shipper));
+    }
+
+    #[test]
+    fn the_filtered_layer_disables_a_span_below_the_level() {
+        let shipper = capturing("info");
+        let subscriber = tracing_subscriber::registry().with(crate::boot::filtered_layer(&shipper));
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(tracing::trace_span!(target: "app", "t").is_disabled());
+            assert!(!tracing::info_span!(target: "app", "i").is_disabled());
+            nested_spans();
+        });
+        assert_only_enabled_span_fields(&records(&shipper));
+    }
+
+    /// The metadata of a span call site at `level`, from a subscriber that
+    /// enables everything.
+    fn span_meta(level: &str) -> &'static Metadata<'static> {
+        tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+            let span = match level {
+                "trace" => tracing::trace_span!(target: "app::db", "t"),
+                _ => tracing::info_span!(target: "app::db", "i"),
+            };
+            span.metadata().expect("an enabled span")
+        })
+    }
+
+    #[test]
+    fn a_call_site_below_the_level_gets_interest_never() {
+        let shipper = capturing("info,noisy=off");
+        let filter = ShipperFilter::new(shipper.clone());
+        let interest = |m| layer::Filter::<Registry>::callsite_enabled(&filter, m);
+        let hint = || layer::Filter::<Registry>::max_level_hint(&filter);
+        let (trace, info) = (span_meta("trace"), span_meta("info"));
+        assert!(interest(trace).is_never());
+        assert!(interest(info).is_always());
+        assert_eq!(hint(), Some(LevelFilter::INFO));
+        // What a level handle does before it rebuilds the interest cache.
+        shipper.set_filter(crate::Filter::parse("info,app::db=trace").unwrap());
+        assert!(interest(trace).is_always());
+        assert_eq!(hint(), Some(LevelFilter::TRACE));
+        shipper.set_filter(crate::Filter::parse("off").unwrap());
+        assert!(interest(info).is_never());
+        assert_eq!(hint(), Some(LevelFilter::OFF));
+    }
+
+    #[test]
+    fn a_raised_level_re_enables_a_disabled_span_call_site() {
+        let shipper = capturing("info");
+        let levels = shipper.level_handle();
+        let subscriber = tracing_subscriber::registry().with(crate::boot::filtered_layer(&shipper));
+        tracing::subscriber::with_default(subscriber, || {
+            let step = |n: u64| {
+                let span = tracing::debug_span!(target: "app", "step", span_n = n);
+                let _e = span.enter();
+                tracing::warn!(target: "app", n, "inside");
+            };
+            step(1);
+            levels.set("debug").unwrap();
+            step(2);
+            levels.set("info").unwrap();
+            step(3);
+        });
+        let got: Vec<(u64, Option<u64>)> = records(&shipper)
+            .iter()
+            .map(|r| (r["n"].as_u64().unwrap(), r["span_n"].as_u64()))
+            .collect();
+        assert_eq!(got, [(1, None), (2, Some(2)), (3, None)]);
     }
 }

@@ -306,7 +306,9 @@ impl Shipper {
         self.passes(target, level) && !self.inner.config.ignores(target)
     }
 
-    fn passes(&self, target: &str, level: Level) -> bool {
+    /// Whether a record of `level` from `target` passes the filter in force
+    /// (ignored targets aside: the `tracing` front-end asks this for spans).
+    pub(crate) fn passes(&self, target: &str, level: Level) -> bool {
         self.inner
             .filter
             .read()
