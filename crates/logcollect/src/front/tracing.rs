@@ -96,10 +96,29 @@ impl ShipperFilter {
 fn passes(shipper: &Shipper, meta: &Metadata<'_>) -> bool {
     let (target, lvl) = (meta.target(), level(meta.level()));
     if meta.is_span() {
-        shipper.passes(target, lvl)
+        carries_ids(target) || shipper.passes(target, lvl)
     } else {
         shipper.wants(target, lvl)
     }
+}
+
+/// The targets of the spans that carry request, task and correlation ids
+/// into the records made inside them: logcollect's own integrations and
+/// `correlation::scope`. They are INFO spans; a service at level WARNING
+/// must still find the request's ids on its warnings, so these spans pass
+/// whatever the level. There is one per request or task, never one per
+/// poll, so letting them through costs little.
+const ID_SPAN_TARGETS: [&str; 4] = [
+    "logcollect::correlation",
+    "logcollect_tower",
+    "logcollect_actix",
+    "logcollect_jobs",
+];
+
+fn carries_ids(target: &str) -> bool {
+    ID_SPAN_TARGETS
+        .iter()
+        .any(|t| crate::filter::target_matches(t, target))
 }
 
 impl<S> layer::Filter<S> for ShipperFilter {
@@ -120,11 +139,15 @@ impl<S> layer::Filter<S> for ShipperFilter {
         // raising the level lifts the global maximum too. `log` records
         // bridged by LogTracer are held to it as well; `log`'s own maximum
         // level follows the same filter.
+        //
+        // Below INFO the hint stays INFO: the INFO spans that carry ids
+        // (`ID_SPAN_TARGETS`) must reach `callsite_enabled`; every other
+        // INFO call site is then disabled by its cached interest.
         Some(match self.shipper.filter().max_level() {
             None => LevelFilter::OFF,
-            Some(Level::Critical | Level::Error) => LevelFilter::ERROR,
-            Some(Level::Warning) => LevelFilter::WARN,
-            Some(Level::Info) => LevelFilter::INFO,
+            Some(Level::Critical | Level::Error | Level::Warning | Level::Info) => {
+                LevelFilter::INFO
+            }
             Some(Level::Debug) => LevelFilter::DEBUG,
             Some(Level::Trace) => LevelFilter::TRACE,
         })
@@ -282,6 +305,19 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
+    /// Call-site interest is global: each new dispatcher (each test's
+    /// `with_default`) rebuilds it for every call site, on the thread that
+    /// registers it, which can race with another test evaluating a call
+    /// site (seen: a disabled span found enabled, 2 runs in 7). These tests
+    /// take turns.
+    static INTEREST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        INTEREST
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn capturing(level: &str) -> Shipper {
         Shipper::capturing(Config::builder().level(level).build().unwrap())
     }
@@ -316,6 +352,7 @@ mod tests {
 
     #[test]
     fn the_plain_layer_records_no_fields_of_a_span_below_the_level() {
+        let _serial = serial();
         let shipper = capturing("info");
         let subscriber = tracing_subscriber::registry().with(LogcollectLayer::new(shipper.clone()));
         tracing::subscriber::with_default(subscriber, nested_spans);
@@ -324,6 +361,7 @@ mod tests {
 
     #[test]
     fn the_filtered_layer_disables_a_span_below_the_level() {
+        let _serial = serial();
         let shipper = capturing("info");
         let subscriber = tracing_subscriber::registry().with(crate::boot::filtered_layer(&shipper));
         tracing::subscriber::with_default(subscriber, || {
@@ -332,6 +370,42 @@ mod tests {
             nested_spans();
         });
         assert_only_enabled_span_fields(&records(&shipper));
+    }
+
+    /// A warning inside a request span of `logcollect-tower` (an INFO span)
+    /// at level WARNING: the request's ids stay on the record, while an
+    /// application's own INFO span is still disabled.
+    fn warning_in_a_request_span() {
+        let request =
+            tracing::info_span!(target: "logcollect_tower", "request", request_id = "r-9");
+        let _r = request.enter();
+        let handler = tracing::info_span!(target: "app", "handler", handler_field = "x");
+        let _h = handler.enter();
+        tracing::warn!(target: "app", "slow");
+    }
+
+    fn assert_ids_kept(records: &[serde_json::Value]) {
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0]["request_id"], "r-9", "{}", records[0]);
+        assert!(records[0].get("handler_field").is_none(), "{}", records[0]);
+    }
+
+    #[test]
+    fn spans_that_carry_ids_pass_below_the_level_with_the_filtered_layer() {
+        let _serial = serial();
+        let shipper = capturing("warning");
+        let subscriber = tracing_subscriber::registry().with(crate::boot::filtered_layer(&shipper));
+        tracing::subscriber::with_default(subscriber, warning_in_a_request_span);
+        assert_ids_kept(&records(&shipper));
+    }
+
+    #[test]
+    fn spans_that_carry_ids_pass_below_the_level_with_the_plain_layer() {
+        let _serial = serial();
+        let shipper = capturing("warning");
+        let subscriber = tracing_subscriber::registry().with(LogcollectLayer::new(shipper.clone()));
+        tracing::subscriber::with_default(subscriber, warning_in_a_request_span);
+        assert_ids_kept(&records(&shipper));
     }
 
     /// The metadata of a span call site at `level`, from a subscriber that
@@ -348,6 +422,7 @@ mod tests {
 
     #[test]
     fn a_call_site_below_the_level_gets_interest_never() {
+        let _serial = serial();
         let shipper = capturing("info,noisy=off");
         let filter = ShipperFilter::new(shipper.clone());
         let interest = |m| layer::Filter::<Registry>::callsite_enabled(&filter, m);
@@ -367,6 +442,7 @@ mod tests {
 
     #[test]
     fn a_raised_level_re_enables_a_disabled_span_call_site() {
+        let _serial = serial();
         let shipper = capturing("info");
         let levels = shipper.level_handle();
         let subscriber = tracing_subscriber::registry().with(crate::boot::filtered_layer(&shipper));
