@@ -9,7 +9,7 @@ echo "== nothing tracked refers to a path outside the repository"
 bash scripts/check-self-contained.sh
 echo "== the core's modules depend one way (ARCHITECTURE.md)"
 bash scripts/check-layers.sh
-echo "== no lapin type in the core's default public API (rustdoc JSON, nightly)"
+echo "== no lapin type in the core's default public API (rustdoc JSON, stable with RUSTC_BOOTSTRAP=1)"
 bash scripts/check-public-api.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
