@@ -44,6 +44,9 @@ const EXCHANGE_POLL: Duration = Duration::from_secs(1);
 /// Bounds of the queue that receives what the temporary queue drops, only
 /// to count it (its consumer never waits for the terminal). They matter
 /// only when tail itself stops (suspended): then at most this much waits.
+/// How often tail says the records the broker dropped while no record
+/// arrives to say them in line with.
+const SKIPPED_TICK: Duration = Duration::from_millis(250);
 const SKIPPED_MAX_LENGTH: u32 = 100_000;
 const SKIPPED_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// How long tail, once done, waits for the lines it still holds to be
@@ -415,12 +418,23 @@ async fn listen(
             "listening on exchange {exchange} with binding {bindings} ({broker}); {bound}"
         ));
     }
+    // Records the broker drops are counted on their own channel, and may be
+    // counted after the last record tail prints: while no record comes, the
+    // count is said on this tick, so no skip goes unsaid at a quiet moment.
+    let mut quiet = tokio::time::interval(SKIPPED_TICK);
+    quiet.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = tokio::select! {
             next = consumer.next() => next,
             // Standard output failed (a closed pipe): nothing more to do,
             // even if no record comes to find out.
             () = printer.closed() => return Stop::Output(printer.failure()),
+            _ = quiet.tick() => {
+                if let Err(e) = say_skipped(plan, printer).await {
+                    return Stop::Output(e);
+                }
+                continue;
+            }
         };
         let Some(delivery) = next else {
             break;
