@@ -38,13 +38,15 @@ find_python() {
 
 venv_for() {
     local v="$1" py venv="$work/venv-$1"
-    if [ ! -x "$venv/bin/python" ]; then
+    # A venv's scripts name its own path: one moved with target/ (or made by
+    # another checkout) cannot run its pip, so it is made again.
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/pip" --version >/dev/null 2>&1; then
         if ! py="$(find_python "$v")"; then
             echo "python_test: error: no Python $v found (on PATH or under pyenv's versions); install it or set LOGCOLLECT_PYTHONS" >&2
             exit 1
         fi
         echo "== python $v: venv with $py" >&2
-        "$py" -m venv "$venv" >&2
+        "$py" -m venv --clear "$venv" >&2
     fi
     echo "$venv"
 }
