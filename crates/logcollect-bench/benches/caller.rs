@@ -22,18 +22,26 @@
 //! [`Dispatch`] set with `with_default`, `log` through the logger's
 //! `log::Log::log` called directly.
 //!
-//! **Why a new shipper per sample.** A log call costs well under a
-//! microsecond and the broker takes ~10-15k confirmed messages/s, so a bounded
-//! queue of the default size fills within a fraction of a second, and from
-//! then on every call would take the queue-full drop path (encode, then
-//! throw away: nothing crosses threads). To measure the accepted path, each criterion sample
-//! (`iter_custom`) builds a fresh shipper whose queue holds more records than
-//! the sample's iteration count, waits until it is connected (broker up) or
-//! has failed its first connect (broker down), times the calls, checks that
-//! every call was accepted, and shuts the shipper down (not timed). Those
+//! **Why a shipper is kept across samples, and refilled.** A log call costs
+//! well under a microsecond and the broker takes ~10-15k confirmed
+//! messages/s, so a bounded queue of the default size fills within a
+//! fraction of a second, and from then on every call would take the
+//! queue-full drop path (encode, then throw away: nothing crosses threads).
+//! To measure the accepted path, each logcollect peer keeps one shipper
+//! whose queue holds [`ROOM`] records (or a sample's iteration count, when
+//! larger) and uses it for sample after sample until the calls made on it
+//! would no longer fit; then it is shut down and a new one built, outside
+//! the timed loop. A sample checks that every call was accepted. The
 //! shutdowns print `[logcollect] shutdown: N record(s) not delivered` on
-//! stderr: expected, the sample's backlog is thrown away. The drop path is
-//! measured on its own by `logcollect_queue_full`.
+//! stderr: expected, the backlog is thrown away. The drop path is measured
+//! on its own by `logcollect_queue_full`.
+//!
+//! An earlier version built a new shipper for every sample. Criterion sizes
+//! samples from the wall time of the whole routine, setup included, so the
+//! few milliseconds a shipper takes to start (and to connect) made it choose
+//! samples of 25 to 250 calls: the figures were those of cold calls, a
+//! hundred at a time, and drifted with anything that changed the start-up
+//! time, the shipper rework included.
 //!
 //! A `parts` group times `Uuid::now_v7()` and `SystemTime::now()` alone (the
 //! core calls both once per record).
@@ -99,16 +107,22 @@ impl Fixture {
     }
 }
 
-/// A shipper ready for `iters` calls in `mode` (see the module docs).
-fn shipper(mode: Mode, exchange: &str, iters: u64) -> Shipper {
+/// Calls a logcollect peer's shipper takes before it is replaced (module
+/// docs). With records of about 700 bytes held while the broker is down,
+/// about 0.8 GB.
+const ROOM: u64 = 1 << 20;
+
+/// A shipper ready for `capacity` calls in `mode`.
+fn shipper(mode: Mode, exchange: &str, capacity: u64) -> Shipper {
     let (uri, capacity) = match mode {
-        // Room for every call of the sample.
-        Mode::Up => (BROKER_URI, iters as usize + 1024),
-        Mode::Down => (DEAD_BROKER_URI, iters as usize + 1024),
+        Mode::Up => (BROKER_URI, capacity as usize + 1024),
+        Mode::Down => (DEAD_BROKER_URI, capacity as usize + 1024),
         Mode::Full => (DEAD_BROKER_URI, 1024),
     };
     let config = bench_config(uri, exchange)
         .queue_capacity(capacity)
+        // The record count is the bound here, not memory (4 KiB a record).
+        .queue_max_bytes(capacity * 4096)
         .build()
         .expect("config");
     let s = Shipper::new(config).expect("shipper");
@@ -138,9 +152,51 @@ fn shipper(mode: Mode, exchange: &str, iters: u64) -> Shipper {
     s
 }
 
+/// One peer's shipper, kept across samples while it has room (module docs).
+struct Kept {
+    mode: Mode,
+    exchange: String,
+    current: Option<(Shipper, u64)>,
+}
+
+impl Kept {
+    fn new(mode: Mode, exchange: &str) -> Kept {
+        Kept {
+            mode,
+            exchange: exchange.to_owned(),
+            current: None,
+        }
+    }
+
+    /// A shipper with room for `iters` more accepted calls (a full queue's
+    /// refusals take no room).
+    fn take(&mut self, iters: u64) -> Shipper {
+        let fits = matches!(&self.current, Some((_, room)) if *room >= iters);
+        if !fits {
+            if let Some((old, _)) = self.current.take() {
+                let _ = old.shutdown(Duration::from_millis(50));
+            }
+            let room = ROOM.max(iters);
+            self.current = Some((shipper(self.mode, &self.exchange, room), room));
+        }
+        let (s, room) = self.current.as_mut().expect("just made");
+        if self.mode != Mode::Full {
+            *room -= iters;
+        }
+        s.clone()
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let Some((s, _)) = self.current.take() {
+            let _ = s.shutdown(Duration::from_millis(50));
+        }
+    }
+}
+
 /// Times `run` and checks that every call took the path the benchmark is
-/// named after, then throws the shipper away (its backlog is counted as
-/// undelivered: expected).
+/// named after.
 fn measure(
     key: &str,
     s: &Shipper,
@@ -162,7 +218,6 @@ fn measure(
         expected,
         "{mode:?}: (accepted, dropped) of {iters} calls; {after:?}"
     );
-    let _ = s.shutdown(Duration::from_millis(50));
     dt
 }
 
@@ -258,25 +313,26 @@ fn bench_tracing(c: &mut Criterion, fx: &Fixture) {
         ("logcollect_broker_down", Mode::Down),
         ("logcollect_queue_full", Mode::Full),
     ] {
+        let mut kept = Kept::new(mode, &fx.exchange);
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let s = shipper(mode, &fx.exchange, iters);
+                let s = kept.take(iters);
                 let d = logcollect_dispatch(&s);
                 let key = format!("{TRACING_GROUP}/{name}");
                 measure(&key, &s, mode, iters, || time_tracing(&d, iters))
             });
         });
     }
+    // Kept across samples, like the logcollect peers' shippers.
+    let (d, guard) = appender_dispatch();
     g.bench_function("appender_json_sink", |b| {
         b.iter_custom(|iters| {
-            let (d, guard) = appender_dispatch();
             let key = format!("{TRACING_GROUP}/appender_json_sink");
-            let dt = with_cpu(&key, iters, || time_tracing(&d, iters));
-            drop(d);
-            drop(guard);
-            dt
+            with_cpu(&key, iters, || time_tracing(&d, iters))
         });
     });
+    drop(d);
+    drop(guard);
     g.finish();
 }
 
@@ -287,28 +343,28 @@ fn bench_log(c: &mut Criterion, fx: &Fixture) {
         ("logcollect_broker_down", Mode::Down),
         ("logcollect_queue_full", Mode::Full),
     ] {
+        let mut kept = Kept::new(mode, &fx.exchange);
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let s = shipper(mode, &fx.exchange, iters);
+                let s = kept.take(iters);
                 let logger = LogcollectLogger::new(s.clone());
                 let key = format!("{LOG_GROUP}/{name}");
                 measure(&key, &s, mode, iters, || time_log(&logger, iters))
             });
         });
     }
+    let (d, guard) = appender_dispatch();
+    let tracer = tracing_log::LogTracer::new();
     g.bench_function("appender_json_sink", |b| {
         b.iter_custom(|iters| {
-            let (d, guard) = appender_dispatch();
-            let tracer = tracing_log::LogTracer::new();
             let key = format!("{LOG_GROUP}/appender_json_sink");
-            let dt = with_cpu(&key, iters, || {
+            with_cpu(&key, iters, || {
                 tracing::dispatcher::with_default(&d, || time_log(&tracer, iters))
-            });
-            drop(d);
-            drop(guard);
-            dt
+            })
         });
     });
+    drop(d);
+    drop(guard);
     g.finish();
 }
 
