@@ -55,9 +55,10 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// disk under persistent messages.
 pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default longest wait of a record in the queue before the shipper thread
-/// picks it up. Callers do not wake the shipper for every record: the first
-/// record after a quiet spell wakes it, and so does a full batch; otherwise
-/// it comes back every millisecond while records flow.
+/// picks it up. Callers do not wake the shipper for every record: it comes
+/// back every millisecond while records flow and for 50 ms after the last
+/// one; only the first record after a longer quiet spell wakes it, and so
+/// does a full batch.
 pub const DEFAULT_WAKE_INTERVAL: Duration = Duration::from_millis(1);
 /// Default cap on the disk spool's size. 256 MiB holds about a million
 /// typical (250-byte) records.

@@ -6,9 +6,10 @@
 //! the same lock, so the queue is always in sequence order and the ledger can
 //! tell which records were accepted before a flush.
 //!
-//! Callers do not wake the shipper for every record: the first record after
-//! the driver parked wakes it, and so does a queue that reaches a batch's
-//! worth; otherwise the driver comes back on its own `wake_interval`.
+//! Callers do not wake the shipper for every record: the driver comes back on
+//! its own every `wake_interval` while records flow (and for a short linger
+//! after), and parks only when it has found nothing for a while; then the
+//! first record wakes it, and so does a queue that reaches a batch's worth.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -76,6 +77,8 @@ pub(crate) struct Intake {
     pub(crate) refused_queue_full: AtomicU64,
     pub(crate) refused_memory_full: AtomicU64,
     pub(crate) refused_closed: AtomicU64,
+    /// Wake-ups callers sent the driver (tests and benchmarks count them).
+    wakes: AtomicU64,
     /// Warnings printed once: the first refusal of each kind.
     warned_queue_full: AtomicBool,
     warned_memory_full: AtomicBool,
@@ -99,6 +102,7 @@ impl Intake {
             refused_queue_full: AtomicU64::new(0),
             refused_memory_full: AtomicU64::new(0),
             refused_closed: AtomicU64::new(0),
+            wakes: AtomicU64::new(0),
             warned_queue_full: AtomicBool::new(false),
             warned_memory_full: AtomicBool::new(false),
         }
@@ -171,6 +175,7 @@ impl Intake {
         }
         drop(st);
         if wake {
+            self.wakes.fetch_add(1, Ordering::Relaxed);
             self.wake.notify_one();
         }
         Ok(seq)
@@ -198,13 +203,13 @@ impl Intake {
     }
 
     /// Moves every queued record to `out`; returns the sequence number of
-    /// the first one. Parks the driver when there was nothing: the next
-    /// record then wakes it.
-    pub(crate) fn drain(&self, out: &mut VecDeque<Encoded>) -> u64 {
+    /// the first one. With `park`, a driver that finds nothing parks: the
+    /// next record then wakes it.
+    pub(crate) fn drain(&self, out: &mut VecDeque<Encoded>, park: bool) -> u64 {
         let mut st = self.lock();
         let first = st.next_seq - st.queue.len() as u64;
         if st.queue.is_empty() {
-            st.parked = true;
+            st.parked = park;
         } else if out.is_empty() {
             std::mem::swap(&mut st.queue, out);
         } else {
@@ -260,6 +265,12 @@ impl Intake {
         let st = self.lock();
         st.held_records.saturating_mul(den) > self.limits.max_records.saturating_mul(num)
             || st.held_bytes.saturating_mul(den) > self.limits.max_bytes.saturating_mul(num)
+    }
+
+    /// Wake-ups callers sent the driver so far.
+    #[cfg(test)]
+    pub(crate) fn wakes(&self) -> u64 {
+        self.wakes.load(Ordering::Relaxed)
     }
 
     /// Records accepted so far: a flush waits for every record below it.
@@ -333,11 +344,11 @@ mod tests {
         assert_eq!(i.push(rec(1)), Ok(0));
         assert_eq!(i.push(rec(1)), Ok(1));
         let mut out = VecDeque::new();
-        assert_eq!(i.drain(&mut out), 0);
+        assert_eq!(i.drain(&mut out, true), 0);
         assert_eq!(out.len(), 2);
         assert_eq!(i.push(rec(1)), Ok(2));
         out.clear();
-        assert_eq!(i.drain(&mut out), 2);
+        assert_eq!(i.drain(&mut out, true), 2);
         assert_eq!(i.accepted(), 3);
     }
 
@@ -347,7 +358,7 @@ mod tests {
         i.push(rec(1)).unwrap();
         i.push(rec(1)).unwrap();
         let mut out = VecDeque::new();
-        i.drain(&mut out);
+        i.drain(&mut out, true);
         // Drained but not released: still in memory.
         assert_eq!(i.push(rec(1)), Err(Refusal::QueueFull));
         assert_eq!(i.has_room(), Err(Refusal::QueueFull));
@@ -391,8 +402,8 @@ mod tests {
             assert!(!woken(&i));
             // The driver drains and parks when it finds nothing.
             let mut out = VecDeque::new();
-            i.drain(&mut out);
-            i.drain(&mut out);
+            i.drain(&mut out, true);
+            i.drain(&mut out, true);
             i.push(rec(1)).unwrap();
             assert!(woken(&i), "first record after parking wakes");
             i.push(rec(1)).unwrap();

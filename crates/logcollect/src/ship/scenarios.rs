@@ -258,3 +258,45 @@ fn processes_start_at_random_brokers_of_the_list() {
     }
     assert!(first.iter().all(|n| *n >= 3), "{first:?}");
 }
+
+#[test]
+fn a_steady_trickle_of_records_does_not_wake_the_shipper_per_record() {
+    run(async {
+        let mut rig = Rig::start(SimNet::new(1, 4, Duration::ZERO), settings(1, 4));
+        rig.log(1, 10);
+        rig.flushed(Duration::from_secs(10)).await;
+        // 500 records a second, one every 2 ms, for two seconds: the
+        // shipper looks at the intake every `wake_interval` (1 ms) on its
+        // own, so no caller has to wake it (a wake-up is a system call on
+        // the caller's thread).
+        let wakes_before = rig.intake.wakes();
+        let t0 = Instant::now();
+        let mut slowest = Duration::ZERO;
+        for _ in 0..1000 {
+            rig.log(1, 10);
+            let confirmed_before = rig.stats().confirmed;
+            let sent = Instant::now();
+            while rig.stats().confirmed == confirmed_before {
+                tokio::time::sleep(Duration::from_micros(100)).await;
+            }
+            slowest = slowest.max(sent.elapsed());
+            tokio::time::sleep_until(t0 + Duration::from_millis(2) * (rig.next as u32)).await;
+        }
+        let wakes = rig.intake.wakes() - wakes_before;
+        assert!(wakes <= 2, "{wakes} wake-ups for 1,000 records");
+        // Each record was still confirmed within the wake interval (1 ms)
+        // plus the simulated broker's confirm delay (up to 2 ms) and this
+        // loop's polling step.
+        assert!(
+            slowest <= Duration::from_micros(3_200),
+            "slowest {slowest:?}"
+        );
+        // Quiet again: after a short linger the shipper stops looking and
+        // waits for the next record to wake it.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let wakes_before = rig.intake.wakes();
+        rig.log(1, 10);
+        assert_eq!(rig.intake.wakes() - wakes_before, 1, "parked when idle");
+        rig.flushed(Duration::from_secs(10)).await;
+    });
+}

@@ -47,6 +47,12 @@ const SPOOL_SYNC_INTERVAL: Duration = Duration::from_millis(200);
 const SPILL_AT: (usize, usize) = (3, 4);
 /// No deadline is further than this: a timeout of `Duration::MAX` (or 1e19
 /// seconds from the environment) means "wait for ever", not an overflow.
+/// How long the driver keeps looking at an empty intake every
+/// `wake_interval` before it parks. Long enough that a service logging
+/// twenty records a second or more never has a caller wake the driver;
+/// short enough that an idle process soon stops waking up at all.
+const LINGER_BEFORE_PARKING: Duration = Duration::from_millis(50);
+
 const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// `now + d`, saturating far in the future instead of overflowing.
@@ -94,6 +100,14 @@ pub(crate) struct Settings {
     pub(crate) routing_key: String,
     /// Seeds jitter and the first broker (tests: fixed; product: random).
     pub(crate) seed: u64,
+}
+
+impl Settings {
+    /// Empty pick-ups in a row before parking (`LINGER_BEFORE_PARKING`).
+    fn pickups_before_parking(&self) -> u32 {
+        let ticks = LINGER_BEFORE_PARKING.as_nanos() / self.wake_interval.as_nanos().max(1);
+        u32::try_from(ticks).unwrap_or(u32::MAX).max(1)
+    }
 }
 
 /// Orders records for publishing: those an earlier process left first (the
@@ -161,6 +175,8 @@ pub(crate) struct Driver<T: Transport, F: SpoolFs> {
     freed: (usize, usize),
     /// Next time the intake is picked up (`None`: when a caller wakes us).
     pickup_at: Option<Instant>,
+    /// Pick-ups in a row that found nothing (see `pick_up`).
+    empty_pickups: u32,
     spool_dirty_since: Option<Instant>,
     scratch: VecDeque<Encoded>,
     /// At shutdown: own records read back from the spool but not confirmed,
@@ -212,6 +228,7 @@ impl<T: Transport, F: SpoolFs> Driver<T, F> {
             shutdown: None,
             freed: (0, 0),
             pickup_at: None,
+            empty_pickups: 0,
             spool_dirty_since: None,
             scratch: VecDeque::new(),
             kept_read_back: 0,

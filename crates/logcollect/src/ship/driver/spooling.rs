@@ -25,13 +25,22 @@ impl<T: Transport, F: SpoolFs> Driver<T, F> {
     /// onto disk, and decides when to look again.
     pub(super) fn pick_up(&mut self, to_spool: bool) {
         let mut batch = std::mem::take(&mut self.scratch);
-        let first = self.intake.drain(&mut batch);
+        // After a record, keep looking every `wake_interval` for a while
+        // before parking: under a steady trickle of records the driver then
+        // finds them on its own, and callers never pay for a wake-up (a
+        // system call on their thread). Parked, the next record wakes it.
+        let linger = self.empty_pickups < self.s.pickups_before_parking();
+        let first = self.intake.drain(&mut batch, !linger);
         let n = batch.len() as u64;
         if n == 0 {
-            // Parked: the next record wakes us.
             self.scratch = batch;
+            if linger {
+                self.empty_pickups += 1;
+                self.pickup_at = Some(Instant::now() + self.s.wake_interval);
+            }
             return;
         }
+        self.empty_pickups = 0;
         self.pickup_at = Some(Instant::now() + self.s.wake_interval);
         self.ledger.took(first, n);
         let now = Instant::now();
