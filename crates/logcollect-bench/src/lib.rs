@@ -1,11 +1,17 @@
 //! Shared pieces of the benchmarks (see `BENCHMARKS.md` at the repository
 //! root): broker addresses, unique names, an admin connection that declares
 //! and inspects the benchmark's own exchanges and queues, memory readings from
-//! `/proc/self/status`, and the parser for the Python peer's result line.
+//! `/proc/self/status`, the parser for the Python peer's result line, and the
+//! peers a log call is compared with (tracing-appender's JSON path,
+//! OpenTelemetry's logs SDK).
 //!
-//! The measurements themselves live in `benches/caller.rs` (criterion) and
-//! `src/bin/{throughput,outage_memory}.rs`.
+//! The measurements themselves live in `benches/{caller,spans}.rs` (criterion)
+//! and `src/bin/{throughput,outage_memory,shards,caller_threads}.rs`.
 #![warn(missing_docs)]
+
+mod peers;
+
+pub use peers::{appender_json, logcollect_dispatch, NoopLogExporter, OtelPeer};
 
 use std::cell::RefCell;
 use std::path::PathBuf;
