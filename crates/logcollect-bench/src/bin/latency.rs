@@ -44,8 +44,12 @@
 //! ```
 //!
 //! Output: one line per case and round (`confirm` p50, p90, p99 and max in
-//! ms, then the stages' p50/p99), then the medians over the rounds of each
-//! figure, one line per case starting `latency:`.
+//! ms, then the stages' p50/p99, then what explains them: the rate held,
+//! records per message, the most records in flight at once (a full confirm
+//! window shows as `published` growing), how late the caller ran, the
+//! polling interval, and the CPU the broker and this process used, in % of
+//! one core), then the medians over the rounds of each figure, one line per
+//! case starting `latency:`.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,7 +63,9 @@ use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use logcollect::{LogcollectLogger, Shipper, DEFAULT_WAKE_INTERVAL};
-use logcollect_bench::{bench_config, median, unique, wait_for, Admin, BROKER_URI};
+use logcollect_bench::{
+    bench_config, broker_pid, median, process_cpu_s, unique, wait_for, Admin, BROKER_URI,
+};
 
 const USAGE: &str =
     "usage: latency [--seconds S] [--warmup W] [--rounds R] [--wake-interval-us U]... [--delivery]
@@ -193,6 +199,12 @@ struct Outcome {
     measured: usize,
     /// Records per message, on average.
     per_message: f64,
+    /// Most records seen in flight at once (the confirm window bounds it).
+    in_flight_max: u64,
+    /// CPU used over the case, in % of one core: the broker (`None`: its
+    /// process was not found), and this process (caller, shipper, sampler).
+    broker_cpu: Option<f64>,
+    own_cpu: f64,
 }
 
 fn run(args: Args) -> Result<()> {
@@ -272,9 +284,13 @@ fn line(o: &Outcome) -> String {
         text += &format!(", delivered {:.2}/{:.2}", d.p50, d.p99);
     }
     text += &format!(
-        " | {} records at {:.0}/s, {:.1} per message, latest call {:.2} ms late, poll {:.0} µs",
-        o.measured, o.achieved, o.per_message, o.late_max, o.poll_us
+        " | {} records at {:.0}/s, {:.1} per message, in flight max {}, latest call {:.2} ms late, poll {:.0} µs",
+        o.measured, o.achieved, o.per_message, o.in_flight_max, o.late_max, o.poll_us
     );
+    if let Some(b) = o.broker_cpu {
+        text += &format!(", CPU broker {b:.0}%");
+    }
+    text += &format!(", CPU bench {:.0}%", o.own_cpu);
     text
 }
 
@@ -342,6 +358,13 @@ fn measure(case: Case, args: &Args, exchange: &str, queue: &str) -> Result<Outco
             .spawn(move || sample(&shipper, n, epoch, &stop))?
     };
 
+    let broker = broker_pid();
+    let cpu_at = || {
+        let b = broker.as_deref().and_then(process_cpu_s).map(|c| c.0);
+        let own = process_cpu_s("self").map_or(0.0, |c| c.0);
+        (Instant::now(), b, own)
+    };
+    let cpu0 = cpu_at();
     let logger = LogcollectLogger::new(shipper.clone());
     let mut called = Vec::with_capacity(n);
     let mut late_max = Duration::ZERO;
@@ -376,6 +399,10 @@ fn measure(case: Case, args: &Args, exchange: &str, queue: &str) -> Result<Outco
     let achieved = (n - warmup) as f64 / measured_from.elapsed().as_secs_f64();
 
     let flushed = shipper.flush(Duration::from_secs(30));
+    let cpu1 = cpu_at();
+    let wall = (cpu1.0 - cpu0.0).as_secs_f64();
+    let broker_cpu = cpu0.1.zip(cpu1.1).map(|(a, b)| (b - a) * 100.0 / wall);
+    let own_cpu = (cpu1.2 - cpu0.2) * 100.0 / wall;
     // The sampler stops by itself once it saw every confirm; this bounds
     // its wait when some never come.
     let sampler_done = wait_for(Duration::from_secs(5), || sampler.is_finished());
@@ -438,6 +465,9 @@ fn measure(case: Case, args: &Args, exchange: &str, queue: &str) -> Result<Outco
         poll_us: marks.polling.as_secs_f64() * 1e6 / marks.polls.max(1) as f64,
         measured: n - warmup,
         per_message: n as f64 / stats.published.max(1) as f64,
+        in_flight_max: marks.in_flight_max,
+        broker_cpu,
+        own_cpu,
     })
 }
 
@@ -460,6 +490,7 @@ struct Marks {
     confirm: Vec<u64>,
     polls: u64,
     polling: Duration,
+    in_flight_max: u64,
 }
 
 /// Polls the shipper's account until all `n` records are confirmed or
@@ -472,6 +503,7 @@ fn sample(shipper: &Shipper, n: usize, epoch: Instant, stop: &AtomicBool) -> Mar
         confirm: vec![u64::MAX; n],
         polls: 0,
         polling: Duration::ZERO,
+        in_flight_max: 0,
     };
     let mut seen = [0usize; 3];
     let first = Instant::now();
@@ -479,6 +511,7 @@ fn sample(shipper: &Shipper, n: usize, epoch: Instant, stop: &AtomicBool) -> Mar
         let s = shipper.stats();
         let t = nanos(epoch, Instant::now());
         m.polls += 1;
+        m.in_flight_max = m.in_flight_max.max(s.in_flight);
         let counts = [
             s.accepted - s.queued,
             s.confirmed + s.in_flight,
