@@ -4,7 +4,7 @@
 //! `/proc/self/status`, and the parser for the Python peer's result line.
 //!
 //! The measurements themselves live in `benches/caller.rs` (criterion) and
-//! `src/bin/{throughput,outage_memory}.rs`.
+//! `src/bin/{throughput,outage_memory,shards,latency}.rs`.
 #![warn(missing_docs)]
 
 use std::cell::RefCell;
