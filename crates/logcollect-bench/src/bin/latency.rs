@@ -346,13 +346,16 @@ fn measure(case: Case, args: &Args, exchange: &str, queue: &str) -> Result<Outco
         );
     }
     let epoch = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
+    // One flag each: the consumer may still be receiving when the sampler
+    // is told to stop.
+    let stop_sampler = Arc::new(AtomicBool::new(false));
+    let stop_consumer = Arc::new(AtomicBool::new(false));
     let consumer = args
         .delivery
-        .then(|| consume(queue.to_owned(), n, epoch, Arc::clone(&stop)))
+        .then(|| consume(queue.to_owned(), n, epoch, Arc::clone(&stop_consumer)))
         .transpose()?;
     let sampler = {
-        let (shipper, stop) = (shipper.clone(), Arc::clone(&stop));
+        let (shipper, stop) = (shipper.clone(), Arc::clone(&stop_sampler));
         std::thread::Builder::new()
             .name("latency-sampler".into())
             .spawn(move || sample(&shipper, n, epoch, &stop))?
@@ -406,13 +409,13 @@ fn measure(case: Case, args: &Args, exchange: &str, queue: &str) -> Result<Outco
     // The sampler stops by itself once it saw every confirm; this bounds
     // its wait when some never come.
     let sampler_done = wait_for(Duration::from_secs(5), || sampler.is_finished());
-    stop.store(true, Ordering::Relaxed);
+    stop_sampler.store(true, Ordering::Relaxed);
     let marks = join(sampler)?;
     let delivered = match consumer {
         Some(c) => {
             // Deliveries trail confirms a little: give them time to land.
             wait_for(Duration::from_secs(10), || c.is_finished());
-            stop.store(true, Ordering::Relaxed);
+            stop_consumer.store(true, Ordering::Relaxed);
             Some(join(c)??)
         }
         None => None,
