@@ -6,7 +6,7 @@
 //! OpenTelemetry's logs SDK).
 //!
 //! The measurements themselves live in `benches/{caller,spans}.rs` (criterion)
-//! and `src/bin/{throughput,outage_memory,shards,caller_threads}.rs`.
+//! and `src/bin/{throughput,outage_memory,shards,caller_threads,latency}.rs`.
 #![warn(missing_docs)]
 
 mod peers;
