@@ -26,6 +26,10 @@
 //! up to one polling interval late (the measured mean interval is printed,
 //! `poll`), so figures are high by half of it on average.
 //!
+//! The log call itself is timed too (`call p50/p99`, wall time around the
+//! call on the caller's thread): at a paced rate it shows what a caller pays
+//! when the shipper is not kept busy, wake-ups included.
+//!
 //! With `--delivery`, a consumer on the case's queue also notes when each
 //! record arrives (its index is read back from the message text): time from
 //! the log call to the delivery to a consumer, the path Logstash sees. It
@@ -186,6 +190,9 @@ impl Spread {
 }
 
 struct Outcome {
+    /// The log call itself, on the caller's thread (wall time, in ms like
+    /// the rest; printed in ns).
+    call: Spread,
     confirm: Spread,
     pickup: Spread,
     publish: Spread,
@@ -244,8 +251,10 @@ fn run(args: Args) -> Result<()> {
     for (case, outs) in cases.iter().zip(&results) {
         let med = |f: &dyn Fn(&Outcome) -> f64| median(&mut outs.iter().map(f).collect::<Vec<_>>());
         let mut text = format!(
-            "latency: {case}: confirm p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms; \
+            "latency: {case}: call p50/p99 {:.0}/{:.0} ns; confirm p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms; \
              picked up p50/p99 {:.2}/{:.2}, published {:.2}/{:.2}",
+            med(&|o| o.call.p50 * 1e6),
+            med(&|o| o.call.p99 * 1e6),
             med(&|o| o.confirm.p50),
             med(&|o| o.confirm.p90),
             med(&|o| o.confirm.p99),
@@ -270,7 +279,9 @@ fn run(args: Args) -> Result<()> {
 
 fn line(o: &Outcome) -> String {
     let mut text = format!(
-        "confirm p50 {:6.2} p90 {:6.2} p99 {:6.2} max {:6.2} | picked up {:.2}/{:.2}, published {:.2}/{:.2}",
+        "call p50/p99 {:.0}/{:.0} ns | confirm p50 {:6.2} p90 {:6.2} p99 {:6.2} max {:6.2} | picked up {:.2}/{:.2}, published {:.2}/{:.2}",
+        o.call.p50 * 1e6,
+        o.call.p99 * 1e6,
         o.confirm.p50,
         o.confirm.p90,
         o.confirm.p99,
@@ -371,6 +382,7 @@ fn measure(case: Case, args: &Args, exchange: &str, queue: &str) -> Result<Outco
     let logger = LogcollectLogger::new(shipper.clone());
     let mut called = Vec::with_capacity(n);
     let mut late_max = Duration::ZERO;
+    let mut call_ns = Vec::with_capacity(n);
     let start = Instant::now();
     let mut measured_from = start;
     for i in 0..n {
@@ -398,6 +410,9 @@ fn measure(case: Case, args: &Args, exchange: &str, queue: &str) -> Result<Outco
                 .line(Some(line!()))
                 .build(),
         );
+        if i >= warmup {
+            call_ns.push(now.elapsed().as_nanos() as u64);
+        }
     }
     let achieved = (n - warmup) as f64 / measured_from.elapsed().as_secs_f64();
 
@@ -459,6 +474,7 @@ fn measure(case: Case, args: &Args, exchange: &str, queue: &str) -> Result<Outco
         None => None,
     };
     Ok(Outcome {
+        call: Spread::of(call_ns),
         confirm: stage(&marks.confirm),
         pickup: stage(&marks.pickup),
         publish: stage(&marks.publish),
