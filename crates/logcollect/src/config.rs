@@ -54,8 +54,9 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// A healthy broker confirms in milliseconds; 10 s leaves room for a slow
 /// disk under persistent messages.
 pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default longest wait of a record in the queue before the shipper thread
-/// picks it up. Callers do not wake the shipper for every record: it comes
+/// Default interval at which the shipper thread looks at the queue while
+/// records flow (a record waits about this long, up to a millisecond more:
+/// tokio's timer counts whole milliseconds). Callers do not wake the shipper for every record: it comes
 /// back every millisecond while records flow and for 50 ms after the last
 /// one; only the first record after a longer quiet spell wakes it, and so
 /// does a full batch.
@@ -296,7 +297,7 @@ impl Config {
     pub fn liveness_timeout(&self) -> Duration {
         self.liveness_timeout
     }
-    /// Longest wait of a record in the queue before the shipper picks it up.
+    /// How often the shipper looks at the queue while records flow.
     pub fn wake_interval(&self) -> Duration {
         self.wake_interval
     }
@@ -690,8 +691,10 @@ impl ConfigBuilder {
         liveness_timeout: Duration
     );
     setter!(
-        /// Longest wait of a record in the queue before the shipper thread
-        /// picks it up (at most 1 s; a full batch is picked up at once).
+        /// How often the shipper thread looks at the queue while records
+        /// flow (at most 1 s; a full batch is picked up at once). A record
+        /// waits about this long before it is picked up, up to a
+        /// millisecond more: tokio's timer counts whole milliseconds.
         wake_interval: Duration
     );
     setter!(
