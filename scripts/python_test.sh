@@ -6,7 +6,7 @@
 # RabbitMQ on 127.0.0.1:5672 on each interpreter.
 #
 # Usage: scripts/python_test.sh [pytest args...]
-#   LOGCOLLECT_PYTHONS  interpreter versions to test (default "3.12 3.11")
+#   LOGCOLLECT_PYTHONS  interpreter versions to test (default "3.12 3.11 3.13")
 #
 # A listed interpreter that cannot be found is an error: the package's
 # promise is tested on each of them.
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 root="$(pwd)"
 work="$root/target/python-ci"
-versions="${LOGCOLLECT_PYTHONS:-3.12 3.11}"
+versions="${LOGCOLLECT_PYTHONS:-3.12 3.11 3.13}"
 pip_quiet=(--disable-pip-version-check -q)
 
 # python<version> from PATH when it runs, else from pyenv's versions

@@ -237,6 +237,39 @@ def test_a_log_call_never_waits_for_a_broker_that_is_away():
     assert stats['accepted'] == 2000 and stats['confirmed'] == 0
 
 
+def test_records_spooled_while_the_broker_is_away_are_sent_by_the_next_handler(tmp_path):
+    exchange = unique('lc-py-spool')
+    capture = Capture(exchange)
+    spool = str(tmp_path / 'spool')
+    # No broker: the records go to the spool, which outlives the handler.
+    away = AMQPHandler('amqp://guest:guest@127.0.0.1:1/', exchange=exchange,
+                       durable=False, shutdown_timeout=0.5, spool_dir=spool,
+                       spool_max_bytes=8 << 20)
+    log = logging.getLogger(unique('spooled'))
+    log.propagate = False
+    log.addHandler(away)
+    for i in range(200):
+        log.warning('record %d', i, extra={'i': i})
+    log.removeHandler(away)
+    away.close()
+    assert os.listdir(spool), 'nothing was spooled'
+    try:
+        # The next process (here: handler) on the same spool sends them once
+        # it starts shipping, at its first record (the handler starts its
+        # shipper lazily, so that a fork before any logging is safe).
+        back = AMQPHandler(BROKER_URI, exchange=exchange, durable=False,
+                           spool_dir=spool)
+        log.addHandler(back)
+        log.warning('back', extra={'i': 200})
+        back.flush()
+        msgs = capture.wait(201, timeout=30)
+        log.removeHandler(back)
+        back.close()
+        assert sorted(m.body['i'] for m in msgs) == list(range(201))
+    finally:
+        capture.delete()
+
+
 def test_configuration_errors_are_raised_at_set_up():
     with pytest.raises(ValueError, match='broker'):
         AMQPHandler('http://nowhere/')

@@ -60,7 +60,7 @@ impl Config {
     #[pyo3(signature = (*, broker_uri, exchange, routing_key, durable, auto_delete,
         activity_identity, standard_attributes, host=None, type_name=None, tags=None,
         queue_capacity=None, shutdown_timeout=None, connect_timeout=None,
-        max_record_bytes=None))]
+        max_record_bytes=None, spool_dir=None, spool_max_bytes=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         broker_uri: String,
@@ -77,6 +77,8 @@ impl Config {
         shutdown_timeout: Option<f64>,
         connect_timeout: Option<f64>,
         max_record_bytes: Option<usize>,
+        spool_dir: Option<std::path::PathBuf>,
+        spool_max_bytes: Option<u64>,
     ) -> PyResult<Self> {
         let mut b = logcollect::Config::builder()
             .broker_uri(broker_uri)
@@ -108,6 +110,12 @@ impl Config {
         }
         if let Some(m) = max_record_bytes {
             b = b.max_record_bytes(m);
+        }
+        if let Some(d) = spool_dir {
+            b = b.spool_dir(d);
+        }
+        if let Some(m) = spool_max_bytes {
+            b = b.spool_max_bytes(m);
         }
         let config = b
             .build()

@@ -7,7 +7,7 @@
 
 Every helper takes, besides the 0.14 parameters, the handler's keyword-only
 options (``shutdown_timeout``, ``queue_capacity``, ``connect_timeout``,
-``max_record_bytes``; see ``AMQPHandler``).
+``max_record_bytes``, ``spool_dir``, ``spool_max_bytes``; see ``AMQPHandler``).
 """
 
 import logging

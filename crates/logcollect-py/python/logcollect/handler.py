@@ -54,7 +54,10 @@ class AMQPHandler(logging.Handler):
     as in 0.14. Keyword-only options: ``shutdown_timeout`` (seconds that
     ``flush()``/``close()`` and so ``logging.shutdown()`` wait for the broker,
     default 5), ``queue_capacity`` (records kept in memory while the broker
-    is away, default 65,536), ``connect_timeout`` and ``max_record_bytes``.
+    is away, default 65,536), ``connect_timeout``, ``max_record_bytes``,
+    ``spool_dir`` (a directory where records wait on disk while the broker
+    is away, kept across restarts: the next process sends them) and
+    ``spool_max_bytes`` (its cap, default 256 MiB).
 
     A bad URI raises ``ValueError`` here; a broker that is down is not an
     error: records wait in the queue and are sent when it is back.
@@ -64,7 +67,7 @@ class AMQPHandler(logging.Handler):
                  exchange_type='topic', durable=True, routing_key='logstash',
                  auto_delete=False, *, shutdown_timeout=None,
                  queue_capacity=None, connect_timeout=None,
-                 max_record_bytes=None):
+                 max_record_bytes=None, spool_dir=None, spool_max_bytes=None):
         super().__init__()
         if exchange_type != 'topic':
             raise ValueError(
@@ -80,7 +83,9 @@ class AMQPHandler(logging.Handler):
         self._options = dict(shutdown_timeout=shutdown_timeout,
                              queue_capacity=queue_capacity,
                              connect_timeout=connect_timeout,
-                             max_record_bytes=max_record_bytes)
+                             max_record_bytes=max_record_bytes,
+                             spool_dir=spool_dir,
+                             spool_max_bytes=spool_max_bytes)
         self._config = None
         self._config_formatter = None
         self._shipper = None
