@@ -9,8 +9,11 @@ pub const RENAMED_KEY_PREFIX: &str = "extra_";
 
 /// Makes a user key safe for Logstash and Elasticsearch.
 pub(crate) fn sanitize_key(key: &str, reserved: impl Fn(&str) -> bool) -> Cow<'_, str> {
-    let needs_rewrite =
-        key.is_empty() || key.starts_with('@') || key.starts_with('_') || key.contains(['[', ']']);
+    // Bytes, not chars: every byte looked for is ASCII, and `contains` with
+    // a char pattern decodes UTF-8 along the way.
+    let bytes = key.as_bytes();
+    let needs_rewrite = matches!(bytes.first(), None | Some(b'@' | b'_'))
+        || bytes.iter().any(|&b| b == b'[' || b == b']');
     if !needs_rewrite && !reserved(key) {
         return Cow::Borrowed(key);
     }
