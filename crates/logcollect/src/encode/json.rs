@@ -40,11 +40,59 @@ pub(crate) fn push_f64(buf: &mut Vec<u8>, v: f64) {
         } else {
             b"\"-Infinity\""
         });
-    } else {
+    } else if !push_f64_short(buf, v) {
         // `{:?}` keeps a `.0` on whole numbers (as Python: `3.0`) and uses
         // exponents JSON accepts (`1e300`).
         let _ = write!(JsonRaw(buf), "{v:?}");
     }
+}
+
+/// Writes `v` exactly as `{:?}` does when it has at most six decimals and
+/// fewer than 16 digits (latencies, ratios, prices: most floats that are
+/// logged), and returns `false`, having written nothing, otherwise.
+/// Formatting a float costs ~600 instructions, as much as a whole field.
+///
+/// Why it is the same text: for the smallest `k` such that the integer
+/// `n = round(|v| * 10^k)` gives back `|v|` as `n / 10^k` (both exact in an
+/// `f64`, the division correctly rounded, as parsing is), `n / 10^k` is the
+/// shortest decimal that reads back as `v`, which is what `{:?}` prints;
+/// with `n` below 10^15, no other `n` with `k` decimals reads back as `v`.
+/// `{:?}` uses an exponent below 1e-4 and from 1e16: both are left to it.
+fn push_f64_short(buf: &mut Vec<u8>, v: f64) -> bool {
+    const POW10: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
+    let a = v.abs();
+    if !(1e-4..1e15).contains(&a) {
+        return false;
+    }
+    for (k, &p) in POW10.iter().enumerate() {
+        let n = (a * p).round();
+        if n >= 1e15 {
+            return false;
+        }
+        if n / p != a {
+            continue;
+        }
+        // Below 10^15: exact as an integer.
+        let (n, p) = (n as u64, 10u64.pow(k as u32));
+        if v < 0.0 {
+            buf.push(b'-');
+        }
+        push_u64(buf, n / p);
+        buf.push(b'.');
+        if k == 0 {
+            buf.push(b'0');
+        } else {
+            let mut digits = [b'0'; 6];
+            let mut frac = n % p;
+            for d in digits[..k].iter_mut().rev() {
+                *d = b'0' + (frac % 10) as u8;
+                frac /= 10;
+            }
+            buf.extend_from_slice(&digits[..k]);
+        }
+        return true;
+    }
+    false
 }
 
 struct JsonRaw<'a>(&'a mut Vec<u8>);
@@ -305,7 +353,47 @@ fn push_members(
 mod tests {
     use proptest::prelude::*;
 
-    use super::{first_escape, needs_escape};
+    use super::{first_escape, needs_escape, push_f64};
+
+    fn f64_text(v: f64) -> String {
+        let mut buf = Vec::new();
+        push_f64(&mut buf, v);
+        String::from_utf8(buf).expect("ASCII")
+    }
+
+    #[test]
+    fn floats_at_the_edges_of_the_short_path_are_written_as_debug_writes_them() {
+        for v in [
+            1.5,
+            -1.5,
+            0.0,
+            -0.0,
+            3.0,
+            0.1,
+            0.2,
+            0.3,
+            1e-4,
+            1.2e-4,
+            9.99e-5,
+            5e-5,
+            1e-5,
+            0.000123,
+            0.0001234,
+            123456.789,
+            1e15,
+            999_999_999_999_999.0,
+            1e14 + 0.5,
+            1e16,
+            0.1 + 0.2,
+            2.0_f64.sqrt(),
+            1.0 / 3.0,
+            1234.000001,
+            5e-324,
+            f64::MAX,
+        ] {
+            assert_eq!(f64_text(v), format!("{v:?}"), "{v:e}");
+        }
+    }
 
     proptest! {
         /// The word-at-a-time scan finds the same first byte as a scan of
@@ -325,6 +413,25 @@ mod tests {
             ),
         ) {
             prop_assert_eq!(first_escape(&bytes), bytes.iter().position(needs_escape));
+        }
+
+        /// The short path writes what `{:?}` writes: decimals with up to
+        /// eight places (some take the short path, some not) and any bits.
+        #[test]
+        fn floats_are_written_as_debug_writes_them(
+            n in -10_000_000_000_000_000i64..10_000_000_000_000_000,
+            small in -1_000_000i64..1_000_000,
+            places in 0u32..9,
+            bits in any::<u64>(),
+        ) {
+            for m in [n, small] {
+                let decimal = m as f64 / 10f64.powi(places as i32);
+                prop_assert_eq!(f64_text(decimal), format!("{decimal:?}"));
+            }
+            let any = f64::from_bits(bits);
+            if any.is_finite() {
+                prop_assert_eq!(f64_text(any), format!("{any:?}"));
+            }
         }
     }
 }
