@@ -49,7 +49,7 @@ for shape in tracing log; do
     echo "== $shape: top $top functions by inclusive instructions per call"
     # Functions above `measured_*` (main, the runtime's start-up) are left
     # out; a function inlined into several files is shown once.
-    callgrind_annotate --inclusive=yes "$prefix"-01 2>/dev/null |
+    callgrind_annotate --inclusive=yes --auto=no "$prefix"-01 2>/dev/null |
         awk -v n="$calls" -v top="$top" '
             /^-+$/ { dashes++; next }
             dashes >= 3 && NF >= 2 && $1 ~ /^[0-9,]+$/ {
