@@ -16,17 +16,32 @@ pub(crate) const MAX_NESTING: usize = 20;
 /// stays bounded whatever the value's depth.
 const MAX_NESTING_TEXT: usize = 64;
 
-/// Appends `n` in decimal.
+/// `"00"` to `"99"`, back to back: decimal digits two at a time.
+pub(crate) const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Appends `n` in decimal, two digits per division (every record writes
+/// `seq` and `lineno`, most write a number field).
 pub(crate) fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
     let mut tmp = [0u8; 20];
     let mut i = tmp.len();
-    loop {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        tmp[i] = b'0' + n as u8;
     }
     buf.extend_from_slice(&tmp[i..]);
 }
@@ -353,7 +368,22 @@ fn push_members(
 mod tests {
     use proptest::prelude::*;
 
-    use super::{first_escape, needs_escape, push_f64};
+    use super::{first_escape, needs_escape, push_f64, push_u64};
+
+    #[test]
+    fn integers_are_written_in_decimal() {
+        let mut n = 1u64;
+        let mut values = vec![0, u64::MAX];
+        while let Some(m) = n.checked_mul(10) {
+            values.extend([n - 1, n, n + 1]);
+            n = m;
+        }
+        for v in values {
+            let mut buf = Vec::new();
+            push_u64(&mut buf, v);
+            assert_eq!(String::from_utf8(buf).expect("ASCII"), v.to_string());
+        }
+    }
 
     fn f64_text(v: f64) -> String {
         let mut buf = Vec::new();
