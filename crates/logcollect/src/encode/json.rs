@@ -16,17 +16,32 @@ pub(crate) const MAX_NESTING: usize = 20;
 /// stays bounded whatever the value's depth.
 const MAX_NESTING_TEXT: usize = 64;
 
-/// Appends `n` in decimal.
+/// `"00"` to `"99"`, back to back: decimal digits two at a time.
+pub(crate) const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Appends `n` in decimal, two digits per division (every record writes
+/// `seq` and `lineno`, most write a number field).
 pub(crate) fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
     let mut tmp = [0u8; 20];
     let mut i = tmp.len();
-    loop {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        tmp[i] = b'0' + n as u8;
     }
     buf.extend_from_slice(&tmp[i..]);
 }
@@ -40,11 +55,59 @@ pub(crate) fn push_f64(buf: &mut Vec<u8>, v: f64) {
         } else {
             b"\"-Infinity\""
         });
-    } else {
+    } else if !push_f64_short(buf, v) {
         // `{:?}` keeps a `.0` on whole numbers (as Python: `3.0`) and uses
         // exponents JSON accepts (`1e300`).
         let _ = write!(JsonRaw(buf), "{v:?}");
     }
+}
+
+/// Writes `v` exactly as `{:?}` does when it has at most six decimals and
+/// fewer than 16 digits (latencies, ratios, prices: most floats that are
+/// logged), and returns `false`, having written nothing, otherwise.
+/// Formatting a float costs ~600 instructions, as much as a whole field.
+///
+/// Why it is the same text: for the smallest `k` such that the integer
+/// `n = round(|v| * 10^k)` gives back `|v|` as `n / 10^k` (both exact in an
+/// `f64`, the division correctly rounded, as parsing is), `n / 10^k` is the
+/// shortest decimal that reads back as `v`, which is what `{:?}` prints;
+/// with `n` below 10^15, no other `n` with `k` decimals reads back as `v`.
+/// `{:?}` uses an exponent below 1e-4 and from 1e16: both are left to it.
+fn push_f64_short(buf: &mut Vec<u8>, v: f64) -> bool {
+    const POW10: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
+    let a = v.abs();
+    if !(1e-4..1e15).contains(&a) {
+        return false;
+    }
+    for (k, &p) in POW10.iter().enumerate() {
+        let n = (a * p).round();
+        if n >= 1e15 {
+            return false;
+        }
+        if n / p != a {
+            continue;
+        }
+        // Below 10^15: exact as an integer.
+        let (n, p) = (n as u64, 10u64.pow(k as u32));
+        if v < 0.0 {
+            buf.push(b'-');
+        }
+        push_u64(buf, n / p);
+        buf.push(b'.');
+        if k == 0 {
+            buf.push(b'0');
+        } else {
+            let mut digits = [b'0'; 6];
+            let mut frac = n % p;
+            for d in digits[..k].iter_mut().rev() {
+                *d = b'0' + (frac % 10) as u8;
+                frac /= 10;
+            }
+            buf.extend_from_slice(&digits[..k]);
+        }
+        return true;
+    }
+    false
 }
 
 struct JsonRaw<'a>(&'a mut Vec<u8>);
@@ -71,9 +134,8 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 pub(crate) fn push_json_content(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     // Most strings (paths, module names, messages) need no escape at all: a
-    // simple scan the compiler vectorises, then one copy.
-    let needs_escape = |b: &u8| *b < 0x20 || *b == b'"' || *b == b'\\' || *b == 0x7f;
-    let Some(first) = bytes.iter().position(needs_escape) else {
+    // scan eight bytes at a time, then one copy.
+    let Some(first) = first_escape(bytes) else {
         buf.extend_from_slice(bytes);
         return;
     };
@@ -102,6 +164,36 @@ pub(crate) fn push_json_content(buf: &mut Vec<u8>, s: &str) {
         start = i + 1;
     }
     buf.extend_from_slice(&bytes[start..]);
+}
+
+/// Whether JSON needs `b` escaped in a string: a quote, a backslash, a
+/// control character or DEL.
+fn needs_escape(b: &u8) -> bool {
+    *b < 0x20 || *b == b'"' || *b == b'\\' || *b == 0x7f
+}
+
+/// The index of the first byte of `bytes` that [`needs_escape`]. Eight bytes
+/// at a time (one `u64`): `position` over bytes with four comparisons each
+/// was the encoder's largest cost (a record writes ~100 bytes of strings).
+fn first_escape(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // A high bit set where some byte of `x` is below `n` (n <= 0x80): exact
+    // as to whether there is one, which is all that is asked here.
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS;
+    let equal = |x: u64, b: u8| below(x ^ (ONES * u64::from(b)), 1);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in chunks.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_ne_bytes(word);
+        if below(x, 0x20) | equal(x, b'"') | equal(x, b'\\') | equal(x, 0x7f) != 0 {
+            break;
+        }
+        at += 8;
+    }
+    bytes[at..].iter().position(needs_escape).map(|i| at + i)
 }
 
 pub(crate) fn push_json_bytes(buf: &mut Vec<u8>, s: &str) {
@@ -270,4 +362,106 @@ fn push_members(
         value(buf, v);
     }
     buf.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{first_escape, needs_escape, push_f64, push_u64};
+
+    #[test]
+    fn integers_are_written_in_decimal() {
+        let mut n = 1u64;
+        let mut values = vec![0, u64::MAX];
+        while let Some(m) = n.checked_mul(10) {
+            values.extend([n - 1, n, n + 1]);
+            n = m;
+        }
+        for v in values {
+            let mut buf = Vec::new();
+            push_u64(&mut buf, v);
+            assert_eq!(String::from_utf8(buf).expect("ASCII"), v.to_string());
+        }
+    }
+
+    fn f64_text(v: f64) -> String {
+        let mut buf = Vec::new();
+        push_f64(&mut buf, v);
+        String::from_utf8(buf).expect("ASCII")
+    }
+
+    #[test]
+    fn floats_at_the_edges_of_the_short_path_are_written_as_debug_writes_them() {
+        for v in [
+            1.5,
+            -1.5,
+            0.0,
+            -0.0,
+            3.0,
+            0.1,
+            0.2,
+            0.3,
+            1e-4,
+            1.2e-4,
+            9.99e-5,
+            5e-5,
+            1e-5,
+            0.000123,
+            0.0001234,
+            123456.789,
+            1e15,
+            999_999_999_999_999.0,
+            1e14 + 0.5,
+            1e16,
+            0.1 + 0.2,
+            2.0_f64.sqrt(),
+            1.0 / 3.0,
+            1234.000001,
+            5e-324,
+            f64::MAX,
+        ] {
+            assert_eq!(f64_text(v), format!("{v:?}"), "{v:e}");
+        }
+    }
+
+    proptest! {
+        /// The word-at-a-time scan finds the same first byte as a scan of
+        /// one byte at a time, wherever it sits in the eight-byte words.
+        #[test]
+        fn first_escape_is_the_first_byte_that_needs_one(
+            bytes in prop::collection::vec(
+                prop_oneof![
+                    4 => 0x20u8..0x7f,
+                    1 => Just(b'"'),
+                    1 => Just(b'\\'),
+                    1 => Just(0x7fu8),
+                    1 => 0u8..0x20,
+                    1 => 0x80u8..=0xff,
+                ],
+                0..40,
+            ),
+        ) {
+            prop_assert_eq!(first_escape(&bytes), bytes.iter().position(needs_escape));
+        }
+
+        /// The short path writes what `{:?}` writes: decimals with up to
+        /// eight places (some take the short path, some not) and any bits.
+        #[test]
+        fn floats_are_written_as_debug_writes_them(
+            n in -10_000_000_000_000_000i64..10_000_000_000_000_000,
+            small in -1_000_000i64..1_000_000,
+            places in 0u32..9,
+            bits in any::<u64>(),
+        ) {
+            for m in [n, small] {
+                let decimal = m as f64 / 10f64.powi(places as i32);
+                prop_assert_eq!(f64_text(decimal), format!("{decimal:?}"));
+            }
+            let any = f64::from_bits(bits);
+            if any.is_finite() {
+                prop_assert_eq!(f64_text(any), format!("{any:?}"));
+            }
+        }
+    }
 }

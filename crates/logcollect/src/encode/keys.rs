@@ -9,9 +9,7 @@ pub const RENAMED_KEY_PREFIX: &str = "extra_";
 
 /// Makes a user key safe for Logstash and Elasticsearch.
 pub(crate) fn sanitize_key(key: &str, reserved: impl Fn(&str) -> bool) -> Cow<'_, str> {
-    let needs_rewrite =
-        key.is_empty() || key.starts_with('@') || key.starts_with('_') || key.contains(['[', ']']);
-    if !needs_rewrite && !reserved(key) {
+    if !needs_rewrite(key) && !reserved(key) {
         return Cow::Borrowed(key);
     }
     let mut k = String::with_capacity(key.len() + RENAMED_KEY_PREFIX.len());
@@ -31,6 +29,16 @@ pub(crate) fn sanitize_key(key: &str, reserved: impl Fn(&str) -> bool) -> Cow<'_
         k.insert_str(0, RENAMED_KEY_PREFIX);
     }
     Cow::Owned(k)
+}
+
+/// Whether `key` is rewritten whatever the reserved names: empty, starting
+/// with `@` or `_`, or holding `[` or `]`.
+pub(crate) fn needs_rewrite(key: &str) -> bool {
+    // Bytes, not chars: every byte looked for is ASCII, and `contains` with
+    // a char pattern decodes UTF-8 along the way.
+    let bytes = key.as_bytes();
+    matches!(bytes.first(), None | Some(b'@' | b'_'))
+        || bytes.iter().any(|&b| b == b'[' || b == b']')
 }
 
 pub(crate) fn hash_key(k: &str) -> u64 {

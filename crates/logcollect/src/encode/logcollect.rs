@@ -11,7 +11,7 @@ use super::json::{
     json_len, push_json_bytes, push_json_content, push_json_str, push_json_str_array,
     push_json_truncated, push_u64,
 };
-use super::keys::{hash_key, sanitize_key, RENAMED_KEY_PREFIX};
+use super::keys::{hash_key, needs_rewrite, sanitize_key, RENAMED_KEY_PREFIX};
 use super::time::write_timestamp;
 use super::types::Kind;
 use super::{
@@ -89,6 +89,10 @@ pub(crate) struct Parts {
     /// `,"k":"v"` for every identity pair.
     identity: String,
     identity_keys: Vec<String>,
+    /// `hash_key` of every reserved and identity key, sorted: a user key
+    /// whose hash is not among them is not reserved, which is known without
+    /// comparing it to each name.
+    reserved_hashes: Vec<u64>,
     emit: Emit,
 }
 
@@ -144,11 +148,19 @@ impl Parts {
             original_bytes: !has("original_bytes"),
             dropped_fields: !has("dropped_fields"),
         };
+        let mut reserved_hashes: Vec<u64> = RESERVED_KEYS
+            .iter()
+            .copied()
+            .chain(identity_keys.iter().map(String::as_str))
+            .map(hash_key)
+            .collect();
+        reserved_hashes.sort_unstable();
         Parts {
             fixed,
             process,
             identity,
             identity_keys,
+            reserved_hashes,
             emit,
         }
     }
@@ -158,6 +170,7 @@ impl Parts {
     }
 
     /// The head: `{` and our fields up to `record_id`.
+    #[inline]
     pub(crate) fn head(&self, h: &Head<'_>) -> Vec<u8> {
         // Sized like this thread's last record, so a typical record is built
         // without growing its buffer (a regrowth copies and doubles it).
@@ -250,8 +263,16 @@ impl Parts {
     /// written (or the field is dropped). A value of `kind` that differs from
     /// the key's first type goes to `<key>_<kind>`.
     pub(crate) fn key(&self, w: &mut RecordWriter<'_>, key: &str, kind: Kind) -> bool {
-        let clean = sanitize_key(key, |k| self.is_reserved(k));
-        let h = hash_key(&clean);
+        // Most keys are kept as they are: hashed once, and told apart from
+        // the reserved names by that hash.
+        let h = hash_key(key);
+        let (clean, h) = if !needs_rewrite(key) && self.reserved_hashes.binary_search(&h).is_err() {
+            (std::borrow::Cow::Borrowed(key), h)
+        } else {
+            let clean = sanitize_key(key, |k| self.is_reserved(k));
+            let h = hash_key(&clean);
+            (clean, h)
+        };
         let start = w.buf.len();
         let s = w.scratch();
         if s.seen.contains(&h) {

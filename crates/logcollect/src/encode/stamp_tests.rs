@@ -114,3 +114,19 @@ fn a_records_own_time_wins_over_the_stamp() {
         text(&out)
     );
 }
+
+#[test]
+fn a_stamps_id_is_a_uuid_v7_of_the_stamps_own_time() {
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..1000 {
+        let s = Stamp::now();
+        assert_eq!(s.id.get_version(), Some(uuid::Version::SortRand));
+        assert_eq!(s.id.get_variant(), uuid::Variant::RFC4122);
+        let bits = s.id.as_u128();
+        let millis = (bits >> 80) as u64;
+        let sub_milli = ((bits >> 64) & 0xfff) as u64;
+        assert_eq!(millis, s.micros / 1000, "{}", s.id);
+        assert_eq!(sub_milli, (s.micros % 1000) * 4096 / 1000, "{}", s.id);
+        assert!(ids.insert(s.id), "repeated id {}", s.id);
+    }
+}

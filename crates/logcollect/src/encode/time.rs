@@ -4,6 +4,8 @@
 
 use std::cell::Cell;
 
+use super::json::DIGIT_PAIRS;
+
 thread_local! {
     /// `(unix seconds, "YYYY-MM-DDTHH:MM:SS")` of the last timestamp on this thread.
     static LAST_SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
@@ -19,15 +21,15 @@ pub(crate) fn write_timestamp(buf: &mut Vec<u8>, micros: u64) {
         LAST_SECOND.with(|c| c.set((secs, text)));
     }
     buf.extend_from_slice(&text);
-    buf.push(b'.');
-    let mut f = [b'0'; 6];
-    let mut n = frac;
-    for d in f.iter_mut().rev() {
-        *d = b'0' + (n % 10) as u8;
-        n /= 10;
+    // `.ffffffZ`, the six digits two at a time.
+    let mut f = *b".000000Z";
+    let mut n = frac as usize;
+    for at in [5, 3, 1] {
+        let pair = n % 100 * 2;
+        n /= 100;
+        f[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
     }
     buf.extend_from_slice(&f);
-    buf.push(b'Z');
 }
 
 /// Unix seconds to `YYYY-MM-DDTHH:MM:SS` (proleptic Gregorian, UTC), after
