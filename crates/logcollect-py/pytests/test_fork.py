@@ -78,3 +78,10 @@ def test_forked_children_deliver_all_their_records_exactly_once():
         assert {m.body['process'] for m in got} == {pid}
     assert len(msgs) == expected, out.stderr
     assert '[logcollect]' not in out.stderr, out.stderr
+    # The children were forked from the same thread: without a fresh seed
+    # after the fork, each would draw the same random part for its i-th
+    # record_id, and ids made in the same microsecond would be equal (and
+    # Logstash, which uses record_id as the document id, would keep one).
+    tails = [m.body['record_id'][-12:] for m in msgs if m.body['who'].startswith('child')]
+    assert len(set(tails)) == len(tails), 'children drew the same random ids'
+

@@ -507,10 +507,17 @@ fn type_name(v: &Bound<'_, PyAny>) -> String {
 }
 
 /// The Rust half of the `logcollect` Python package.
+/// Gives the record-id generator a fresh seed; the fork hook calls it in
+/// the child (see `logcollect::after_fork_in_child`).
+#[pyfunction]
+fn after_fork_in_child() {
+    logcollect::after_fork_in_child();
+}
+
 #[pymodule]
 mod _native {
     #[pymodule_export]
-    use super::{Config, Shipper};
+    use super::{after_fork_in_child, Config, Shipper};
 
     #[pymodule_export]
     const ACCEPTED: i32 = super::ACCEPTED;

@@ -126,3 +126,18 @@ pub use front::LevelHandle;
 pub use record::{ExceptionInfo, FieldValue, Level, Record, DEFAULT_LEVEL};
 pub use ship::{Shipper, ShipperBuilder, ShipperGuard, Stats, DEFAULT_THREAD_NAME};
 pub use uri::{BrokerList, BrokerUri, DEFAULT_BROKER_URI};
+
+/// Call in a child process right after `fork()`, on the thread that forked,
+/// if the process logged before forking.
+///
+/// Each record's `record_id` (a UUIDv7, which Logstash can use as the
+/// document id) ends in random bits from the thread's random generator. A
+/// child inherits its parent's generator as it was at the fork, so two
+/// children of one process would draw the same bits for their n-th record,
+/// and two records made in the same microsecond would get the same id (one
+/// of them then overwrites the other in Elasticsearch). This gives the
+/// generator a fresh seed. The Python package calls it from its fork hook;
+/// a Rust program that forks after logging should call it in the child.
+pub fn after_fork_in_child() {
+    encode::reseed_record_ids();
+}

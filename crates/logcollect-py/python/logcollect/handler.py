@@ -326,6 +326,9 @@ atexit.register(_close_all)
 
 def _after_fork_in_child():
     global _handlers_lock
+    # Children of one process must not draw the same random parts of their
+    # record ids (Logstash's document ids).
+    _native.after_fork_in_child()
     # Another thread of the parent may have held the lock at the fork; the
     # child has one thread, so a new lock is safe.
     _handlers_lock = threading.Lock()

@@ -257,6 +257,16 @@ impl Stamp {
 /// a second time and went through a process-wide counter; this costs a
 /// sixth of it, and ids still sort by time (to the microsecond across
 /// threads) and never repeat (62 random bits per microsecond).
+/// Gives the calling thread's random generator (the random part of record
+/// ids) a fresh seed from the operating system. A forked child copies its
+/// parent's generator, so without this the children of one process draw the
+/// same "random" parts (see [`crate::after_fork_in_child`]).
+pub(crate) fn reseed_record_ids() {
+    // An OS that cannot give entropy leaves the old seed: ids then still
+    // differ by time, as before the fork.
+    let _ = rand::rng().reseed();
+}
+
 fn record_id(micros: u64) -> uuid::Uuid {
     // < 4096: the top four bits are left for the version.
     let sub_milli = ((micros % 1000) * 4096 / 1000) as u16;
