@@ -60,8 +60,9 @@
 //! hundred at a time, and drifted with anything that changed the start-up
 //! time, the shipper rework included.
 //!
-//! A `parts` group times `Uuid::now_v7()` and `SystemTime::now()` alone (the
-//! core calls both once per record).
+//! A `parts` group times `SystemTime::now()` alone (the core reads the clock
+//! once per record; the record id is made from that time). Where the rest of
+//! a call goes is counted in instructions by `bench/caller_callgrind.sh`.
 //!
 //! At the end the ratios against the targets are printed (logcollect ≤ 0.5×
 //! the appender path; broker down ≤ 1.2× broker up), and logcollect broker up
@@ -428,9 +429,6 @@ fn report_appender_drops(dropped: &tracing_appender::non_blocking::ErrorCounter)
 /// Pieces of the record path timed alone, to explain the totals.
 fn bench_parts(c: &mut Criterion) {
     let mut g = c.benchmark_group("parts");
-    // The core stamps every record with a UUIDv7; without uuid's `fast-rng`
-    // feature each one reads the kernel's random source (a syscall).
-    g.bench_function("uuid_now_v7", |b| b.iter(uuid::Uuid::now_v7));
     g.bench_function("system_time_now", |b| b.iter(SystemTime::now));
     g.finish();
 }
@@ -582,11 +580,7 @@ fn print_ratios(since: SystemTime) {
         }
     }
     let part = |id| ns(estimate("parts", id, since));
-    println!(
-        "  parts: Uuid::now_v7() {}, SystemTime::now() {}",
-        part("uuid_now_v7"),
-        part("system_time_now")
-    );
+    println!("  parts: SystemTime::now() {}", part("system_time_now"));
 }
 
 fn main() {
