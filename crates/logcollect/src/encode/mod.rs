@@ -424,6 +424,37 @@ impl Encoder {
     /// `<routing_key>.<logger>`, `::` as `.`, cut to AMQP's 255-byte limit on
     /// a character boundary (the Python library dropped such records).
     pub(crate) fn routing_key(&self, logger: &str) -> String {
+        // A logger logs again and again: its key is made once per thread
+        // and copied after (found by the logger's address, matched by this
+        // encoder's id and the logger's text).
+        const SLOTS: usize = 16;
+        thread_local! {
+            static ROUTING_KEYS: RefCell<[(u64, String, String); SLOTS]> =
+                RefCell::new(Default::default());
+        }
+        let p = logger.as_ptr() as usize;
+        let i = ((p >> 3) ^ (p >> 9) ^ logger.len()) % SLOTS;
+        let cached = ROUTING_KEYS
+            .try_with(|c| {
+                let c = c.try_borrow().ok()?;
+                let (id, name, key) = &c[i];
+                (*id == self.id && name == logger).then(|| key.clone())
+            })
+            .ok()
+            .flatten();
+        if let Some(key) = cached {
+            return key;
+        }
+        let key = self.make_routing_key(logger);
+        let _ = ROUTING_KEYS.try_with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                c[i] = (self.id, logger.to_owned(), key.clone());
+            }
+        });
+        key
+    }
+
+    fn make_routing_key(&self, logger: &str) -> String {
         let logger = if logger.is_empty() { "root" } else { logger };
         let mut key = String::with_capacity(self.routing_prefix.len() + 1 + logger.len());
         key.push_str(&self.routing_prefix);

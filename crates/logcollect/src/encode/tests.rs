@@ -1858,3 +1858,20 @@ fn a_key_cached_under_one_encoder_is_checked_afresh_under_another() {
         assert_eq!(ob["count"], "one", "b's first type of count is a string");
     }
 }
+
+/// Routing keys are cached per thread and logger: another encoder's prefix
+/// for the same logger, or another logger at a reused address, is never
+/// answered from the cache.
+#[test]
+fn a_routing_key_cached_under_one_encoder_is_made_afresh_under_another() {
+    let a = encoder(Config::builder().host("vm").routing_key("alpha"));
+    let b = encoder(Config::builder().host("vm").routing_key("beta"));
+    for _ in 0..3 {
+        assert_eq!(a.routing_key("app::db"), "alpha.app.db");
+        assert_eq!(b.routing_key("app::db"), "beta.app.db");
+        let mut name = String::from("svc::x");
+        assert_eq!(a.routing_key(&name), "alpha.svc.x");
+        name.replace_range(5.., "y");
+        assert_eq!(a.routing_key(&name), "alpha.svc.y");
+    }
+}
