@@ -168,7 +168,7 @@ pub(crate) fn push_json_content(buf: &mut Vec<u8>, s: &str) {
 
 /// Whether JSON needs `b` escaped in a string: a quote, a backslash, a
 /// control character or DEL.
-fn needs_escape(b: &u8) -> bool {
+pub(crate) fn needs_escape(b: &u8) -> bool {
     *b < 0x20 || *b == b'"' || *b == b'\\' || *b == 0x7f
 }
 

@@ -11,6 +11,7 @@ use super::json::{
     json_len, push_json_bytes, push_json_content, push_json_str, push_json_str_array,
     push_json_truncated, push_u64,
 };
+use super::key_cache::{note_agreed, KeyFacts};
 use super::keys::{hash_key, needs_rewrite, sanitize_key, RENAMED_KEY_PREFIX};
 use super::time::write_timestamp;
 use super::types::Kind;
@@ -259,15 +260,28 @@ impl Parts {
         buf
     }
 
+    /// Whether `key` is written as it is (not rewritten, not reserved),
+    /// and its hash: most keys are hashed once and told apart from the
+    /// reserved names by that hash.
+    pub(crate) fn plain(&self, key: &str) -> (bool, u64) {
+        let h = hash_key(key);
+        let plain = !needs_rewrite(key) && self.reserved_hashes.binary_search(&h).is_err();
+        (plain, h)
+    }
+
     /// Writes `,"key":` for a new key; `false` if the key was already
     /// written (or the field is dropped). A value of `kind` that differs from
-    /// the key's first type goes to `<key>_<kind>`.
-    pub(crate) fn key(&self, w: &mut RecordWriter<'_>, key: &str, kind: Kind) -> bool {
-        // Most keys are kept as they are: hashed once, and told apart from
-        // the reserved names by that hash.
-        let h = hash_key(key);
-        let (clean, h) = if !needs_rewrite(key) && self.reserved_hashes.binary_search(&h).is_err() {
-            (std::borrow::Cow::Borrowed(key), h)
+    /// the key's first type goes to `<key>_<kind>`. `facts` are the key's
+    /// checks, cached per thread.
+    pub(crate) fn key(
+        &self,
+        w: &mut RecordWriter<'_>,
+        key: &str,
+        kind: Kind,
+        facts: &KeyFacts,
+    ) -> bool {
+        let (clean, h) = if facts.plain {
+            (std::borrow::Cow::Borrowed(key), facts.hash)
         } else {
             let clean = sanitize_key(key, |k| self.is_reserved(k));
             let h = hash_key(&clean);
@@ -279,18 +293,28 @@ impl Parts {
             return false;
         }
         s.seen.push(h);
-        let clean = if w.enc.types.conflicts(h, kind) {
+        let clean = if facts.agreed == Some(kind) {
+            clean
+        } else if w.enc.types.conflicts(h, kind) {
             match self.retyped(w, &clean, kind) {
                 Some(k) => std::borrow::Cow::Owned(k),
                 None => return false,
             }
         } else {
+            note_agreed(w.enc.id, key, kind);
             clean
         };
         w.scratch().fields.push((start, start));
-        w.buf.push(b',');
-        push_json_bytes(&mut w.buf, &clean);
-        w.buf.push(b':');
+        if facts.plain && facts.bare && matches!(clean, std::borrow::Cow::Borrowed(_)) {
+            // Written as it is and nothing to escape.
+            w.buf.extend_from_slice(b",\"");
+            w.buf.extend_from_slice(clean.as_bytes());
+            w.buf.extend_from_slice(b"\":");
+        } else {
+            w.buf.push(b',');
+            push_json_bytes(&mut w.buf, &clean);
+            w.buf.push(b':');
+        }
         true
     }
 

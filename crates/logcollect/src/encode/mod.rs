@@ -36,6 +36,7 @@ use crate::record::{ExceptionInfo, FieldValue, Level, Record};
 
 mod ecs;
 mod json;
+mod key_cache;
 mod keys;
 mod logcollect;
 mod redact;
@@ -53,6 +54,7 @@ pub(crate) use traceparent::parse as traceparent;
 pub use types::TYPE_TRACKING_MAX_KEYS;
 
 use json::{cut_to, push_json_str, push_nested, truncate_at_char};
+use key_cache::KeyFacts;
 use redact::{Redactor, REDACTED};
 use types::{Kind, TypeTracker};
 
@@ -292,6 +294,8 @@ pub(crate) struct Encoder {
     redactor: Redactor,
     /// Values replaced by `[redacted]` so far.
     redacted: AtomicU64,
+    /// Tells this encoder's entries apart in the per-thread key cache.
+    id: u64,
 }
 
 /// The profile's precomputed parts. Everything the two profiles do
@@ -312,9 +316,9 @@ impl Shape {
     }
 
     #[inline]
-    fn key(&self, w: &mut RecordWriter<'_>, key: &str, kind: Kind) -> bool {
+    fn key(&self, w: &mut RecordWriter<'_>, key: &str, kind: Kind, facts: &KeyFacts) -> bool {
         match self {
-            Shape::Logcollect(p) => p.key(w, key, kind),
+            Shape::Logcollect(p) => p.key(w, key, kind, facts),
             Shape::Ecs(p) => p.key(w, key, kind),
         }
     }
@@ -368,7 +372,26 @@ impl Encoder {
             types: TypeTracker::new(TYPE_TRACKING_MAX_KEYS),
             redactor: Redactor::new(&settings.redact_fields, &settings.redact_values),
             redacted: AtomicU64::new(0),
+            id: key_cache::next_encoder_id(),
         }
+    }
+
+    /// The checks on `key` under this encoder, once per key and thread.
+    #[inline]
+    fn key_facts(&self, key: &str) -> KeyFacts {
+        key_cache::facts(self.id, key, || {
+            let (plain, hash) = match &self.shape {
+                Shape::Logcollect(p) => p.plain(key),
+                Shape::Ecs(_) => (false, 0),
+            };
+            KeyFacts {
+                redacted: self.redactor.field(key),
+                plain,
+                hash,
+                bare: !key.as_bytes().iter().any(json::needs_escape),
+                agreed: None,
+            }
+        })
     }
 
     /// How many values were replaced by `[redacted]`.
@@ -401,6 +424,37 @@ impl Encoder {
     /// `<routing_key>.<logger>`, `::` as `.`, cut to AMQP's 255-byte limit on
     /// a character boundary (the Python library dropped such records).
     pub(crate) fn routing_key(&self, logger: &str) -> String {
+        // A logger logs again and again: its key is made once per thread
+        // and copied after (found by the logger's address, matched by this
+        // encoder's id and the logger's text).
+        const SLOTS: usize = 16;
+        thread_local! {
+            static ROUTING_KEYS: RefCell<[(u64, String, String); SLOTS]> =
+                RefCell::new(Default::default());
+        }
+        let p = logger.as_ptr() as usize;
+        let i = ((p >> 3) ^ (p >> 9) ^ logger.len()) % SLOTS;
+        let cached = ROUTING_KEYS
+            .try_with(|c| {
+                let c = c.try_borrow().ok()?;
+                let (id, name, key) = &c[i];
+                (*id == self.id && name == logger).then(|| key.clone())
+            })
+            .ok()
+            .flatten();
+        if let Some(key) = cached {
+            return key;
+        }
+        let key = self.make_routing_key(logger);
+        let _ = ROUTING_KEYS.try_with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                c[i] = (self.id, logger.to_owned(), key.clone());
+            }
+        });
+        key
+    }
+
+    fn make_routing_key(&self, logger: &str) -> String {
         let logger = if logger.is_empty() { "root" } else { logger };
         let mut key = String::with_capacity(self.routing_prefix.len() + 1 + logger.len());
         key.push_str(&self.routing_prefix);
@@ -667,9 +721,9 @@ impl<'e> RecordWriter<'e> {
     /// Starts a field: `false` when it is dropped (a repeated key). The
     /// profile decides what a key becomes.
     #[inline]
-    fn key(&mut self, key: &str, kind: Kind) -> bool {
+    fn key(&mut self, key: &str, kind: Kind, facts: &KeyFacts) -> bool {
         let enc = self.enc;
-        enc.shape.key(self, key, kind)
+        enc.shape.key(self, key, kind, facts)
     }
 
     fn end_field(&mut self) {
@@ -679,20 +733,22 @@ impl<'e> RecordWriter<'e> {
         }
     }
 
-    /// For a field whose name is redacted, writes `"[redacted]"` in place of
-    /// its value and returns `true` (the caller writes nothing more).
+    /// Starts a field of `kind`: `true` when its value is to be written
+    /// next. A field whose name is redacted gets `"[redacted]"` in place of
+    /// its value here (and `false`); a repeated key is dropped (`false`).
     #[inline]
-    fn redacted_key(&mut self, key: &str) -> bool {
+    fn begin(&mut self, key: &str, kind: Kind) -> bool {
         let enc = self.enc;
-        if !enc.redactor.field(key) {
-            return false;
+        let facts = enc.key_facts(key);
+        if !facts.redacted {
+            return self.key(key, kind, &facts);
         }
         enc.redacted.fetch_add(1, Ordering::Relaxed);
-        if self.key(key, Kind::Str) {
+        if self.key(key, Kind::Str, &facts) {
             push_json_bytes(&mut self.buf, REDACTED);
             self.end_field();
         }
-        true
+        false
     }
 
     /// Ends a field whose value starts at `start` in the buffer; a string
@@ -709,10 +765,7 @@ impl<'e> RecordWriter<'e> {
 
     /// A string field.
     pub(crate) fn str(&mut self, key: &str, v: &str) {
-        if self.redacted_key(key) {
-            return;
-        }
-        if self.key(key, Kind::Str) {
+        if self.begin(key, Kind::Str) {
             let start = self.buf.len();
             push_json_bytes(&mut self.buf, v);
             self.end_value(start);
@@ -722,10 +775,7 @@ impl<'e> RecordWriter<'e> {
     /// A field written with `Display` (or `Debug` via `format_args!("{:?}")`).
     #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
     pub(crate) fn display(&mut self, key: &str, v: fmt::Arguments<'_>) {
-        if self.redacted_key(key) {
-            return;
-        }
-        if self.key(key, Kind::Str) {
+        if self.begin(key, Kind::Str) {
             let start = self.buf.len();
             self.buf.push(b'"');
             let _ = JsonStrWriter(&mut self.buf).write_fmt(v);
@@ -736,10 +786,7 @@ impl<'e> RecordWriter<'e> {
 
     /// An `i64` field.
     pub(crate) fn i64(&mut self, key: &str, v: i64) {
-        if self.redacted_key(key) {
-            return;
-        }
-        if self.key(key, Kind::Num) {
+        if self.begin(key, Kind::Num) {
             if v < 0 {
                 self.buf.push(b'-');
             }
@@ -750,10 +797,7 @@ impl<'e> RecordWriter<'e> {
 
     /// A `u64` field.
     pub(crate) fn u64(&mut self, key: &str, v: u64) {
-        if self.redacted_key(key) {
-            return;
-        }
-        if self.key(key, Kind::Num) {
+        if self.begin(key, Kind::Num) {
             push_u64(&mut self.buf, v);
             self.end_field();
         }
@@ -774,10 +818,7 @@ impl<'e> RecordWriter<'e> {
 
     /// An `f64` field; NaN and infinities as strings.
     pub(crate) fn f64(&mut self, key: &str, v: f64) {
-        if self.redacted_key(key) {
-            return;
-        }
-        if self.key(key, Kind::of_f64(v)) {
+        if self.begin(key, Kind::of_f64(v)) {
             push_f64(&mut self.buf, v);
             self.end_field();
         }
@@ -785,10 +826,7 @@ impl<'e> RecordWriter<'e> {
 
     /// A `bool` field.
     pub(crate) fn bool(&mut self, key: &str, v: bool) {
-        if self.redacted_key(key) {
-            return;
-        }
-        if self.key(key, Kind::Bool) {
+        if self.begin(key, Kind::Bool) {
             self.buf
                 .extend_from_slice(if v { b"true" } else { b"false" });
             self.end_field();
@@ -797,10 +835,7 @@ impl<'e> RecordWriter<'e> {
 
     /// A `null` field.
     pub(crate) fn null(&mut self, key: &str) {
-        if self.redacted_key(key) {
-            return;
-        }
-        if self.key(key, Kind::Null) {
+        if self.begin(key, Kind::Null) {
             self.buf.extend_from_slice(b"null");
             self.end_field();
         }
@@ -809,10 +844,7 @@ impl<'e> RecordWriter<'e> {
     /// A field whose value is already valid JSON (pre-encoded span fields).
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) fn raw(&mut self, key: &str, json: &str) {
-        if self.redacted_key(key) {
-            return;
-        }
-        if self.key(key, Kind::of_json(json.as_bytes())) {
+        if self.begin(key, Kind::of_json(json.as_bytes())) {
             let start = self.buf.len();
             self.buf.extend_from_slice(json.as_bytes());
             self.end_value(start);
@@ -829,15 +861,12 @@ impl<'e> RecordWriter<'e> {
             FieldValue::F64(f) => self.f64(key, *f),
             FieldValue::Str(s) => self.str(key, s),
             FieldValue::Array(_) | FieldValue::Object(_) => {
-                if self.redacted_key(key) {
-                    return;
-                }
                 let kind = if matches!(v, FieldValue::Array(_)) {
                     Kind::Arr
                 } else {
                     Kind::Obj
                 };
-                if self.key(key, kind) {
+                if self.begin(key, kind) {
                     push_nested(&mut self.buf, v, 1);
                     self.end_field();
                 }

@@ -1816,3 +1816,62 @@ fn threads_racing_on_a_new_key_agree_on_its_type() {
     assert!(key_of.values().any(|k| k == "race"));
     assert!(key_of.values().any(|k| k == "race_num" || k == "race_str"));
 }
+
+/// Keys' checks are cached per thread: two encoders with other settings, on
+/// one thread, with the very same `&'static str` keys, each get their own
+/// answer (redaction, reserved identity names, first types), call after call.
+#[test]
+fn a_key_cached_under_one_encoder_is_checked_afresh_under_another() {
+    let a = encoder(
+        Config::builder()
+            .host("vm")
+            .redact_fields(["pin_code"])
+            .activity_identity([("order", "x")]),
+    );
+    let b = encoder(
+        Config::builder()
+            .host("vm")
+            .redact_fields(Vec::<String>::new()),
+    );
+    const PIN: &str = "pin_code";
+    const ORDER: &str = "order";
+    const COUNT: &str = "count";
+    for _ in 0..3 {
+        let mut w = a.begin(Level::Info, "app", loc()).unwrap();
+        w.str(PIN, "1234");
+        w.u64(ORDER, 7);
+        w.u64(COUNT, 1);
+        let ob = parse(&w.finish().body);
+        assert_eq!(ob["pin_code"], "[redacted]");
+        assert_eq!(ob["extra_order"], 7);
+        assert_eq!(ob["order"], "x");
+        assert_eq!(ob["count"], 1);
+
+        let mut w = b.begin(Level::Info, "app", loc()).unwrap();
+        w.str(PIN, "1234");
+        w.u64(ORDER, 7);
+        w.str(COUNT, "one");
+        let ob = parse(&w.finish().body);
+        assert_eq!(ob["pin_code"], "1234");
+        assert_eq!(ob["order"], 7);
+        assert!(!ob.contains_key("extra_order"));
+        assert_eq!(ob["count"], "one", "b's first type of count is a string");
+    }
+}
+
+/// Routing keys are cached per thread and logger: another encoder's prefix
+/// for the same logger, or another logger at a reused address, is never
+/// answered from the cache.
+#[test]
+fn a_routing_key_cached_under_one_encoder_is_made_afresh_under_another() {
+    let a = encoder(Config::builder().host("vm").routing_key("alpha"));
+    let b = encoder(Config::builder().host("vm").routing_key("beta"));
+    for _ in 0..3 {
+        assert_eq!(a.routing_key("app::db"), "alpha.app.db");
+        assert_eq!(b.routing_key("app::db"), "beta.app.db");
+        let mut name = String::from("svc::x");
+        assert_eq!(a.routing_key(&name), "alpha.svc.x");
+        name.replace_range(5.., "y");
+        assert_eq!(a.routing_key(&name), "alpha.svc.y");
+    }
+}

@@ -464,4 +464,44 @@ mod tests {
             .collect();
         assert_eq!(got, [(1, None), (2, Some(2)), (3, None)]);
     }
+
+    /// `Shipper::wants` passes over ignored targets by their first and last
+    /// bytes before comparing them: only a target an ignored one starts
+    /// (then `::`, `.` or nothing) is dropped.
+    #[test]
+    fn ignored_targets_are_told_apart_from_targets_sharing_their_ends() {
+        let shipper = Shipper::capturing(
+            Config::builder()
+                .level("info")
+                .ignored_targets(["lapin", "b", "x.y"])
+                .build()
+                .unwrap(),
+        );
+        let ignored = [
+            "lapin",
+            "lapin::channel",
+            "lapin.io",
+            "b",
+            "b::c",
+            "x.y",
+            "x.y::z",
+        ];
+        let kept = [
+            "lapinn",
+            "lapi",
+            "lan",
+            "bench::caller",
+            "bb",
+            "x.yz",
+            "x",
+            "app",
+            "l",
+        ];
+        for t in ignored {
+            assert!(!shipper.wants(t, Level::Info), "{t} is ignored");
+        }
+        for t in kept {
+            assert!(shipper.wants(t, Level::Info), "{t} is not ignored");
+        }
+    }
 }
