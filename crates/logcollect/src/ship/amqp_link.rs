@@ -1,6 +1,7 @@
 //! The product's [`Transport`]: lapin connections to the configured brokers.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures_util::stream::{BoxStream, StreamExt};
 use lapin::options::BasicPublishOptions;
@@ -19,6 +20,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) struct AmqpTransport {
     config: Config,
     connection_name: String,
+    abandoned: AbandonedConnects,
 }
 
 impl AmqpTransport {
@@ -27,6 +29,51 @@ impl AmqpTransport {
         AmqpTransport {
             config,
             connection_name,
+            abandoned: AbandonedConnects::default(),
+        }
+    }
+
+    /// When a connection attempt was last given up on mid-way, shared with
+    /// the shipper thread, which must not drop its runtime right after.
+    pub(crate) fn abandoned_connects(&self) -> AbandonedConnects {
+        self.abandoned.clone()
+    }
+}
+
+/// When our side last dropped a lapin connection attempt before it ended
+/// (our connect timeout, a shutdown, a drop).
+///
+/// lapin's io-loop thread does not stop with it: it still resolves the
+/// broker's name with a blocking task spawned on our runtime and awaits that
+/// task. If the runtime is dropped before the task runs, tokio cancels it
+/// and the io-loop thread panics ("Task did not complete: task N was
+/// cancelled", async-rs `implementors/tokio.rs`). The shipper thread
+/// therefore keeps its runtime a moment after such an attempt.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AbandonedConnects(Arc<Mutex<Option<Instant>>>);
+
+impl AbandonedConnects {
+    /// When the last attempt was abandoned, if one was.
+    pub(crate) fn last(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Marks an attempt abandoned when dropped before [`AttemptWatch::ended`].
+struct AttemptWatch {
+    abandoned: Option<AbandonedConnects>,
+}
+
+impl AttemptWatch {
+    fn ended(&mut self) {
+        self.abandoned = None;
+    }
+}
+
+impl Drop for AttemptWatch {
+    fn drop(&mut self) {
+        if let Some(abandoned) = self.abandoned.take() {
+            *abandoned.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         }
     }
 }
@@ -41,12 +88,16 @@ impl Transport for AmqpTransport {
         let broker = self.config.brokers.get(index).clone();
         let config = self.config.clone();
         let name = self.connection_name.clone();
+        let mut watch = AttemptWatch {
+            abandoned: Some(self.abandoned.clone()),
+        };
         async move {
-            let conn = crate::amqp::connect(&config, &broker, &name)
-                .await
-                .map_err(|e| ConnectFailure {
-                    reason: e.to_string(),
-                })?;
+            let conn = crate::amqp::connect(&config, &broker, &name).await;
+            // lapin answered: its io-loop is connected or done with our runtime.
+            watch.ended();
+            let conn = conn.map_err(|e| ConnectFailure {
+                reason: e.to_string(),
+            })?;
             // Subscribe before anything can happen on the connection.
             let events = conn.events_listener().boxed();
             match crate::amqp::declare_exchange(&conn, &config).await {

@@ -208,10 +208,21 @@ impl ShipperBuilder {
                     }
                 };
                 let transport = amqp_link::AmqpTransport::new(config);
+                let abandoned = transport.abandoned_connects();
                 let driver = driver::Driver::new(
                     settings, intake, ctrl_rx, transport, spool, reporter, last_error,
                 );
                 rt.block_on(driver.run());
+                // A lapin io-loop thread whose attempt we dropped may still
+                // be about to use `rt` (see `AbandonedConnects`): let it get
+                // past that before the runtime goes.
+                if let Some(rest) = abandoned
+                    .last()
+                    .map(|at| at + LAPIN_SETTLE)
+                    .and_then(|until| until.checked_duration_since(Instant::now()))
+                {
+                    rt.block_on(async { tokio::time::sleep(rest).await });
+                }
             })
             .map_err(|e| {
                 Error::with_source(ErrorKind::Spawn, "cannot spawn the shipper thread", e)
@@ -222,6 +233,11 @@ impl ShipperBuilder {
         Ok(Shipper { inner })
     }
 }
+
+/// How long the shipper thread keeps its runtime after a connection attempt
+/// it gave up on, for lapin's io-loop thread to finish its name lookup on it
+/// (a few milliseconds; this is what a shutdown then takes longer at most).
+const LAPIN_SETTLE: Duration = Duration::from_millis(100);
 
 /// A queue this long wakes the shipper at once: a message's worth when
 /// batching, else enough records to make the wake-up worth it (a few
