@@ -85,6 +85,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::Criterion;
 use logcollect::{LogcollectLogger, Shipper};
+use logcollect_bench::shapes::{log_info_fmt_arg as log_one, tracing_info_3_fields as tracing_one};
 use logcollect_bench::{
     appender_json, bench_config, logcollect_dispatch, unique, wait_for, workspace_root, Admin,
     OtelPeer, BROKER_URI, DEAD_BROKER_URI,
@@ -270,30 +271,6 @@ fn cpu_ns(key: &str) -> Option<f64> {
     let m = CPU.lock().ok()?;
     let (iters, cpu) = m.get(key)?;
     (*iters > 0).then(|| cpu.as_nanos() as f64 / *iters as f64)
-}
-
-#[inline(always)]
-fn tracing_one(i: u64) {
-    tracing::info!(
-        user = "ann",
-        order = i,
-        latency_ms = 1.5_f64,
-        "request done"
-    );
-}
-
-#[inline(always)]
-fn log_one(logger: &dyn log::Log, i: u64) {
-    logger.log(
-        &log::Record::builder()
-            .args(format_args!("request {i} done"))
-            .level(log::Level::Info)
-            .target("bench::caller")
-            .module_path_static(Some(module_path!()))
-            .file_static(Some(file!()))
-            .line(Some(line!()))
-            .build(),
-    );
 }
 
 fn time_tracing(dispatch: &Dispatch, iters: u64) -> Duration {

@@ -14,35 +14,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use logcollect::{LogcollectLayer, LogcollectLogger, Shipper};
+use logcollect_bench::shapes::{log_info_fmt_arg as log_one, tracing_info_3_fields as tracing_one};
 use logcollect_bench::{bench_config, unique, wait_for, DEAD_BROKER_URI};
 use tracing::Dispatch;
 use tracing_subscriber::layer::SubscriberExt as _;
-
-/// Same call as `tracing_one` in `benches/caller.rs`.
-#[inline(always)]
-fn tracing_one(i: u64) {
-    tracing::info!(
-        user = "ann",
-        order = i,
-        latency_ms = 1.5_f64,
-        "request done"
-    );
-}
-
-/// Same call as `log_one` in `benches/caller.rs`.
-#[inline(always)]
-fn log_one(logger: &dyn log::Log, i: u64) {
-    logger.log(
-        &log::Record::builder()
-            .args(format_args!("request {i} done"))
-            .level(log::Level::Info)
-            .target("bench::caller")
-            .module_path_static(Some(module_path!()))
-            .file_static(Some(file!()))
-            .line(Some(line!()))
-            .build(),
-    );
-}
 
 /// The `tracing` calls callgrind counts (`--toggle-collect='*::measured_*'`).
 #[inline(never)]

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod peers;
+pub mod shapes;
 
 pub use peers::{appender_json, logcollect_dispatch, NoopLogExporter, OtelPeer};
 

@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use logcollect::{LogcollectLogger, Shipper};
+use logcollect_bench::shapes::{log_info_fmt_arg as log_one, tracing_info_3_fields as tracing_one};
 use logcollect_bench::{
     appender_json, bench_config, logcollect_dispatch, median, unique, wait_for, Admin, OtelPeer,
     BROKER_URI,
@@ -160,30 +161,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-#[inline(always)]
-fn tracing_one(i: u64) {
-    tracing::info!(
-        user = "ann",
-        order = i,
-        latency_ms = 1.5_f64,
-        "request done"
-    );
-}
-
-#[inline(always)]
-fn log_one(logger: &dyn log::Log, i: u64) {
-    logger.log(
-        &log::Record::builder()
-            .args(format_args!("request {i} done"))
-            .level(log::Level::Info)
-            .target("bench::caller")
-            .module_path_static(Some(module_path!()))
-            .file_static(Some(file!()))
-            .line(Some(line!()))
-            .build(),
-    );
 }
 
 /// `calls` calls of `call`, each timed alone; nanoseconds per call.
