@@ -36,7 +36,7 @@ echo "== benchmarks run once (criterion test mode)"
 cargo test -q -p logcollect-bench --bench caller 2>&1 | tee -a "$out"
 echo "== examples build"
 cargo build -q --workspace --examples --bins
-echo "== Python package (crates/logcollect-py) on Python 3.12 and 3.11"
+echo "== Python package (crates/logcollect-py) on Python ${LOGCOLLECT_PYTHONS:-3.12 3.11 3.13}"
 bash scripts/python_test.sh 2>&1 | tee -a "$out"
 echo "== the README's first command: scripts/try.sh"
 bash scripts/try.sh
