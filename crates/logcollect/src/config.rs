@@ -432,6 +432,7 @@ impl Config {
     }
 
     /// Whether records of `target` are never shipped (`ignored_targets`).
+    #[inline]
     pub(crate) fn ignores(&self, target: &str) -> bool {
         self.ignored_targets
             .iter()

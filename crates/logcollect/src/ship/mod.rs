@@ -320,24 +320,7 @@ impl Shipper {
     #[cfg_attr(not(any(feature = "log", feature = "tracing")), allow(dead_code))]
     #[inline]
     pub(crate) fn wants(&self, target: &str, level: Level) -> bool {
-        if !self.passes(target, level) {
-            return false;
-        }
-        // An ignored target can only match a target that starts with it:
-        // one whose first and last bytes are not where they must be is
-        // passed over inline, where `Config::ignores` calls memcmp for every
-        // ignored target (13 by default) on every record.
-        let t = target.as_bytes();
-        let maybe_ignored = self.inner.config.ignored_targets().iter().any(|p| {
-            let p = p.as_bytes();
-            match (p.first(), p.last()) {
-                (Some(first), Some(last)) => {
-                    p.len() <= t.len() && t[0] == *first && t[p.len() - 1] == *last
-                }
-                _ => true,
-            }
-        });
-        !(maybe_ignored && self.inner.config.ignores(target))
+        self.passes(target, level) && !self.inner.config.ignores(target)
     }
 
     /// Whether a record of `level` from `target` passes the filter in force
