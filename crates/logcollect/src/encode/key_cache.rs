@@ -66,9 +66,16 @@ pub(crate) fn next_encoder_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// The slot of `text` in a per-thread table of `slots` entries (a power of
+/// two), from its address and length: the same `&'static str` of a call site
+/// lands in the same slot every time. Used here and by the routing-key cache.
+pub(crate) fn slot_for(text: &str, slots: usize) -> usize {
+    let p = text.as_ptr() as usize;
+    ((p >> 3) ^ (p >> 9) ^ text.len()) & (slots - 1)
+}
+
 fn slot_of(key: &str) -> usize {
-    let p = key.as_ptr() as usize;
-    ((p >> 3) ^ (p >> 9) ^ key.len()) & (SLOTS - 1)
+    slot_for(key, SLOTS)
 }
 
 fn matches(s: &Slot, encoder: u64, key: &str) -> bool {

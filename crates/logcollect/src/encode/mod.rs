@@ -432,8 +432,7 @@ impl Encoder {
             static ROUTING_KEYS: RefCell<[(u64, String, String); SLOTS]> =
                 RefCell::new(Default::default());
         }
-        let p = logger.as_ptr() as usize;
-        let i = ((p >> 3) ^ (p >> 9) ^ logger.len()) % SLOTS;
+        let i = key_cache::slot_for(logger, SLOTS);
         let cached = ROUTING_KEYS
             .try_with(|c| {
                 let c = c.try_borrow().ok()?;
