@@ -77,7 +77,7 @@ pub(crate) struct Intake {
     pub(crate) refused_queue_full: AtomicU64,
     pub(crate) refused_memory_full: AtomicU64,
     pub(crate) refused_closed: AtomicU64,
-    /// Wake-ups callers sent the driver (tests and benchmarks count them).
+    /// Wake-ups callers sent the driver (the tests count them).
     wakes: AtomicU64,
     /// Warnings printed once: the first refusal of each kind.
     warned_queue_full: AtomicBool,
